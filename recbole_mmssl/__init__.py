@@ -1,0 +1,16 @@
+"""recbole-mmssl: MMSSL (Wei et al., WWW 2023) as a RecBole plugin."""
+
+from recbole_mmssl.compat import install_numpy_aliases
+
+install_numpy_aliases()
+
+from recbole_mmssl.evaluation import register_metrics  # noqa: E402
+
+register_metrics()
+
+from recbole_mmssl.config import Config  # noqa: E402
+from recbole_mmssl.data import InteractionDataset, MultiModalDataset  # noqa: E402
+from recbole_mmssl.quick_start import load_data_and_model, run_recbole_mmssl  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["Config", "InteractionDataset", "MultiModalDataset", "run_recbole_mmssl", "load_data_and_model"]

@@ -1,0 +1,79 @@
+"""The one place that adapts RecBole 1.2.1 to the libraries it now runs beside.
+
+* numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which RecBole's
+  ``Config.compatibility_settings`` reads on every construction; RecBole's metrics and
+  dataset code also use the old aliases ``np.float``, ``np.bool``, ``np.long``.
+* torch >= 2.6 loads with ``weights_only=True``; RecBole's checkpoints hold the pickled
+  ``Config``, so its reload paths fail. Checkpoints written by this package's trainers are
+  loaded with :func:`load_checkpoint`, which trusts them explicitly.
+"""
+
+import numpy as np
+import torch
+
+_NUMPY_ALIASES = {
+    "bool": np.bool_,
+    "int": np.int_,
+    "float": np.float64,
+    "complex": np.complex128,
+    "object": np.object_,
+    "str": np.str_,
+    "long": np.int_,
+    "unicode": np.str_,
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+}
+
+
+def install_numpy_aliases():
+    """Define the numpy names RecBole reads, on numpy 1 and 2 alike (only where absent)."""
+    for name, value in _NUMPY_ALIASES.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+def load_checkpoint(path, map_location=None):
+    """Load a checkpoint written by this package (it holds a pickled ``Config``).
+
+    Only call this on files this package or RecBole wrote: unpickling runs code.
+    """
+    return torch.load(str(path), map_location=map_location, weights_only=False)
+
+
+class CheckpointMixin:
+    """Trainer mixin that reloads RecBole checkpoints on torch >= 2.6."""
+
+    def resume_checkpoint(self, resume_file):
+        """Restore model, optimizer and progress from ``resume_file`` to continue training."""
+        resume_file = str(resume_file)
+        self.saved_model_file = resume_file
+        checkpoint = load_checkpoint(resume_file, self.device)
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            raise ValueError(
+                f"Checkpoint {resume_file} was written by model "
+                f"{checkpoint['config']['model']}, not {self.config['model']}."
+            )
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self._restore_state(checkpoint)
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _restore_state(self, checkpoint):
+        """Load everything a resumed run needs from ``checkpoint``; subclasses add their parts."""
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's ``evaluate``, with the best checkpoint reloaded through :func:`load_checkpoint`."""
+        if eval_data and load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, self.device)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return super().evaluate(
+            eval_data, load_best_model=False, model_file=None, show_progress=show_progress
+        )

@@ -1,0 +1,66 @@
+"""Config: RecBole's Config that also finds the plugin's models and ``properties/`` files.
+
+Layering, later wins: RecBole's internal files, then the plugin's ``overall.yaml``,
+``model/<Model>.yaml`` and ``dataset/<dataset>.yaml``, then the dataset file's
+``model_settings[<Model>]`` section, then config files, ``config_dict`` and the command line.
+"""
+
+from pathlib import Path
+
+from recbole.config.configurator import Config as RecBoleConfig
+
+from recbole_mmssl.compat import install_numpy_aliases
+from recbole_mmssl.utils import get_model, properties_dir, repository_dataset_dir
+
+RECBOLE_DEFAULT_DATA_PATH = "dataset/"
+
+
+class Config(RecBoleConfig):
+    """RecBole's Config with plugin model lookup and the plugin's property files."""
+
+    def compatibility_settings(self):
+        install_numpy_aliases()
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None and "model" not in self.external_config_dict:
+            raise KeyError("Name a model: --model=MMSSL on the command line, or 'model' in a config file.")
+        if dataset is None and "dataset" not in self.external_config_dict:
+            raise KeyError("Name a dataset: --dataset=tiktok on the command line, or 'dataset' in a config file.")
+        model = model if model is not None else self.external_config_dict["model"]
+        dataset = dataset if dataset is not None else self.external_config_dict["dataset"]
+        if isinstance(model, str):
+            return model, get_model(model), dataset
+        return model.__name__, model, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        props = properties_dir()
+        self._update_internal_config_dict(props / "overall.yaml")
+        model_file = props / "model" / f"{model}.yaml"
+        if model_file.is_file():
+            self._update_internal_config_dict(model_file)
+        dataset_file = props / "dataset" / f"{dataset}.yaml"
+        if dataset_file.is_file():
+            dataset_config = self._update_internal_config_dict(dataset_file) or {}
+            self.parameters["Dataset"] += [
+                key for key in dataset_config if key not in self.parameters["Dataset"]
+            ]
+        model_settings = self.internal_config_dict.pop("model_settings", None) or {}
+        self.internal_config_dict.update(model_settings.get(model) or {})
+
+    def _set_default_parameters(self):
+        super()._set_default_parameters()
+        self.final_config_dict["data_path"] = self._resolve_data_path()
+
+    def _resolve_data_path(self):
+        """Absolute dataset folder; the repository's bundled ``dataset/`` when the default is unused.
+
+        Absolute paths keep working from Ray Tune's per-trial working directories.
+        """
+        data_path = Path(self.final_config_dict["data_path"])
+        user_set = "data_path" in self.external_config_dict
+        if not user_set and not data_path.exists():
+            bundled = repository_dataset_dir() / self.dataset
+            if bundled.exists():
+                data_path = bundled
+        return str(data_path.resolve())

@@ -1,0 +1,232 @@
+"""Convert published multimodal datasets into RecBole dataset folders, keeping their splits.
+
+A prepared folder ``<out>/<name>/`` holds ``<name>.{train,valid,test}.inter`` (RecBole
+``benchmark_filename`` files), one ``<name>.<modality>.npy`` matrix per modality and the
+item-token list ``<name>.feature_items`` that says which item each matrix row belongs to.
+
+    python -m recbole_mmssl.data.prepare mmssl SRC_DIR --name tiktok
+    python -m recbole_mmssl.data.prepare mmrec data/baby/baby.inter --name baby
+    python -m recbole_mmssl.data.prepare features dataset/amazon-baby --feature image=image_feat.npy
+
+``mmssl``: the MMSSL/LATTICE format (``train.json``, ``val.json``, ``test.json`` mapping a user
+id to its item ids, plus ``<modality>_feat.npy`` with row i = item i).
+``mmrec``: MMRec's ``<name>.inter`` (tab-separated, a split column 0/1/2 = train/valid/test)
+with ``<modality>_feat.npy`` beside it, row i = item i.
+``features``: install feature matrices into a prepared folder, aligned to its token list.
+"""
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+
+from recbole_mmssl.data.features import FeatureFileError, MODALITY_NAME, read_feature_matrix, read_item_tokens
+
+PHASES = ("train", "valid", "test")
+MMSSL_FILES = {"train": "train.json", "valid": "val.json", "test": "test.json"}
+FEATURE_SUFFIX = "_feat.npy"
+
+
+def _token_list_path(dataset_dir, name):
+    return os.path.join(dataset_dir, f"{name}.feature_items")
+
+
+def write_benchmark(dataset_dir, name, splits, user_field="user_id", item_field="item_id"):
+    """Write ``splits`` (phase -> list of (user, item) tokens) as RecBole benchmark files."""
+    os.makedirs(dataset_dir, exist_ok=True)
+    for phase in PHASES:
+        path = os.path.join(dataset_dir, f"{name}.{phase}.inter")
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write(f"{user_field}:token\t{item_field}:token\n")
+            f.writelines(f"{u}\t{i}\n" for u, i in splits[phase])
+
+
+def _read_mmssl_split(path):
+    """Pairs (user, item) of one MMSSL json split, checked for shape and duplicates."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"MMSSL split file {path} not found.")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must map user ids to lists of item ids.")
+    pairs = []
+    for user in sorted(data, key=lambda u: (len(u), u)):
+        items = data[user]
+        if not isinstance(items, list) or not all(isinstance(i, int) and i >= 0 for i in items):
+            raise ValueError(f"{path}: user {user} must map to a list of non-negative integer item ids.")
+        if len(set(items)) != len(items):
+            raise ValueError(f"{path}: user {user} lists an item twice.")
+        if not user.isdigit():
+            raise ValueError(f"{path}: user id {user!r} is not a non-negative integer.")
+        pairs.extend((user, str(i)) for i in items)
+    return pairs
+
+
+def _feature_files_in(src_dir, modalities=None):
+    """Modality -> ``<modality>_feat.npy`` path for the files present in ``src_dir``."""
+    found = {
+        f[: -len(FEATURE_SUFFIX)]: os.path.join(src_dir, f)
+        for f in sorted(os.listdir(src_dir))
+        if f.endswith(FEATURE_SUFFIX)
+    }
+    if modalities is None:
+        return found
+    missing = [m for m in modalities if m not in found]
+    if missing:
+        raise FileNotFoundError(f"No {', '.join(m + FEATURE_SUFFIX for m in missing)} in {src_dir}.")
+    return {m: found[m] for m in modalities}
+
+
+def _write_identity_features(dataset_dir, name, splits, features):
+    """Write the token list "0".."n-1" and copy features whose row i is item i."""
+    n_items = 1 + max(int(i) for pairs in splits.values() for _, i in pairs)
+    rows = None
+    for modality, path in features.items():
+        matrix = read_feature_matrix(path)
+        if matrix.shape[0] < n_items:
+            raise FeatureFileError(
+                f"Feature file {path} has {matrix.shape[0]} rows but the interactions use item ids up to {n_items - 1}."
+            )
+        if rows is not None and matrix.shape[0] != rows:
+            raise FeatureFileError(f"Feature files disagree on the number of items: {path} has {matrix.shape[0]} rows.")
+        rows = matrix.shape[0]
+        shutil.copyfile(path, os.path.join(dataset_dir, f"{name}.{modality}.npy"))
+    with open(_token_list_path(dataset_dir, name), "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(f"{r}\n" for r in range(rows or n_items))
+
+
+def from_mmssl(src_dir, name, out_dir="dataset", modalities=None):
+    """Convert an MMSSL/LATTICE folder; returns the new dataset folder."""
+    splits = {phase: _read_mmssl_split(os.path.join(src_dir, MMSSL_FILES[phase])) for phase in PHASES}
+    dataset_dir = os.path.join(out_dir, name)
+    write_benchmark(dataset_dir, name, splits)
+    _write_identity_features(dataset_dir, name, splits, _feature_files_in(src_dir, modalities))
+    return dataset_dir
+
+
+def from_mmrec(inter_path, name, out_dir="dataset", user_field="userID", item_field="itemID",
+               split_field="x_label", features_dir=None, modalities=None):
+    """Convert an MMRec ``.inter`` file (and the features beside it); returns the new folder."""
+    if not os.path.isfile(inter_path):
+        raise FileNotFoundError(f"MMRec interaction file {inter_path} not found.")
+    splits = {phase: [] for phase in PHASES}
+    seen = set()
+    with open(inter_path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        for field in (user_field, item_field, split_field):
+            if field not in (reader.fieldnames or []):
+                raise ValueError(f"{inter_path} has no column {field!r} (columns: {reader.fieldnames}).")
+        for line, row in enumerate(reader, start=2):
+            label = row[split_field].strip()
+            if label not in ("0", "1", "2"):
+                raise ValueError(f"{inter_path} line {line}: {split_field} is {label!r}; use 0, 1 or 2.")
+            user, item = row[user_field].strip(), row[item_field].strip()
+            if not item.isdigit() or not user:
+                raise ValueError(f"{inter_path} line {line}: item id {item!r} must be a row index of the features.")
+            if (user, item, label) in seen:
+                raise ValueError(f"{inter_path} line {line}: user {user} and item {item} repeat in one split.")
+            seen.add((user, item, label))
+            splits[PHASES[int(label)]].append((user, item))
+    if not splits["train"]:
+        raise ValueError(f"{inter_path} has no training interactions ({split_field} = 0).")
+    dataset_dir = os.path.join(out_dir, name)
+    write_benchmark(dataset_dir, name, splits)
+    src_dir = features_dir or os.path.dirname(os.path.abspath(inter_path))
+    _write_identity_features(dataset_dir, name, splits, _feature_files_in(src_dir, modalities))
+    return dataset_dir
+
+
+def _read_item_map(path, column):
+    """Item token -> source row, from the tab-separated map (first column: item token)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Item map {path} not found; --rows-indexed-by needs it.")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        if column not in (reader.fieldnames or [])[1:]:
+            raise ValueError(f"Item map {path} has no column {column!r} (columns: {reader.fieldnames}).")
+        token_column = reader.fieldnames[0]
+        return {row[token_column]: int(row[column]) for row in reader}
+
+
+def install_features(dataset_dir, features, rows_indexed_by=None):
+    """Write ``<name>.<modality>.npy`` for each modality -> source file, in token-list order.
+
+    Row r of a source file is the item with token ``str(r)``, or, with ``rows_indexed_by``,
+    the item whose ``<name>.item_map.tsv`` entry in that column is r.
+    """
+    dataset_dir = os.path.normpath(dataset_dir)
+    name = os.path.basename(dataset_dir)
+    tokens = read_item_tokens(_token_list_path(dataset_dir, name))
+    if rows_indexed_by:
+        row_of = _read_item_map(os.path.join(dataset_dir, f"{name}.item_map.tsv"), rows_indexed_by)
+        missing = [t for t in tokens if t not in row_of]
+        if missing:
+            raise ValueError(f"Item map has no {rows_indexed_by} for item tokens {missing[:5]}.")
+        rows = np.array([row_of[t] for t in tokens])
+    else:
+        if not all(t.isdigit() for t in tokens):
+            raise ValueError("Item tokens are not row numbers; name the map column with --rows-indexed-by.")
+        rows = np.array([int(t) for t in tokens])
+    for modality, path in features.items():
+        if not MODALITY_NAME.match(modality):
+            raise ValueError(f"Modality name {modality!r} is not a plain name.")
+        matrix = read_feature_matrix(path)
+        if rows.max() >= matrix.shape[0]:
+            raise FeatureFileError(f"Feature file {path} has {matrix.shape[0]} rows; row {rows.max()} is needed.")
+        target = os.path.join(dataset_dir, f"{name}.{modality}.npy")
+        np.save(target, matrix[rows])
+        print(f"{modality}: {path} -> {target} {matrix[rows].shape}")
+
+
+def _parse_features(values):
+    features = {}
+    for value in values or []:
+        modality, sep, path = value.partition("=")
+        if not sep or not modality or not path:
+            raise SystemExit(f"--feature takes MODALITY=PATH, got {value!r}")
+        features[modality] = path
+    return features
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m recbole_mmssl.data.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    mmssl = sub.add_parser("mmssl", help="convert an MMSSL/LATTICE folder (train/val/test.json, *_feat.npy)")
+    mmssl.add_argument("src", help="folder with train.json, val.json, test.json and <modality>_feat.npy")
+    mmrec = sub.add_parser("mmrec", help="convert an MMRec .inter file (split column 0/1/2) and its features")
+    mmrec.add_argument("src", help="the MMRec .inter file; <modality>_feat.npy are read from its folder")
+    mmrec.add_argument("--user-field", default="userID")
+    mmrec.add_argument("--item-field", default="itemID")
+    mmrec.add_argument("--split-field", default="x_label")
+    mmrec.add_argument("--features-dir", help="folder of the <modality>_feat.npy files (default: beside src)")
+    for p in (mmssl, mmrec):
+        p.add_argument("--name", required=True, help="dataset name (folder and file prefix)")
+        p.add_argument("--out", default="dataset", help="parent folder of the dataset folder (default: dataset)")
+        p.add_argument("--modalities", nargs="+", help="modalities to take (default: every *_feat.npy found)")
+    feats = sub.add_parser("features", help="install feature matrices into a prepared dataset folder")
+    feats.add_argument("dataset_dir", help="prepared dataset folder, e.g. dataset/amazon-baby")
+    feats.add_argument("--feature", action="append", required=True, metavar="MODALITY=PATH")
+    feats.add_argument("--rows-indexed-by", metavar="COLUMN",
+                       help="column of <name>.item_map.tsv that gives each item's row in the files")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "mmssl":
+            print(from_mmssl(args.src, args.name, args.out, args.modalities))
+        elif args.command == "mmrec":
+            print(from_mmrec(args.src, args.name, args.out, args.user_field, args.item_field,
+                             args.split_field, args.features_dir, args.modalities))
+        else:
+            install_features(args.dataset_dir, _parse_features(args.feature), args.rows_indexed_by)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Quick start: train and evaluate any model the plugin can run, as RecBole's quick_start does.
+
+RecBole's own ``recbole.quick_start`` is not used: it imports Ray at module level and reloads
+checkpoints in a way torch >= 2.6 refuses.
+"""
+
+from logging import getLogger
+
+import torch
+
+from recbole.utils import get_environment, init_logger, init_seed, set_color
+
+from recbole_mmssl.compat import load_checkpoint
+from recbole_mmssl.config import Config
+from recbole_mmssl.utils import create_dataset, data_preparation, get_trainer
+
+
+def prepare_data(config):
+    """The dataset and its train, valid and test dataloaders, seeded as RecBole does."""
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    return dataset, data_preparation(config, dataset)
+
+
+def build_model(config, train_data):
+    """A freshly initialised model on ``config['device']``, built from the training split."""
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    return config.model_class(config, train_data._dataset).to(config["device"])
+
+
+def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train ``model`` on ``dataset``, select the best validation epoch, evaluate it on test.
+
+    Returns:
+        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``.
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+    dataset, (train_data, valid_data, test_data) = prepare_data(config)
+    logger.info(dataset)
+    model = build_model(config, train_data)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    logger.info(model)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info(set_color("The running environment of this training is as follows:\n", "yellow")
+                + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file):
+    """Rebuild config, dataset, dataloaders and the trained model from a saved checkpoint.
+
+    Returns:
+        tuple: config, model, dataset, train_data, valid_data, test_data.
+    """
+    checkpoint = load_checkpoint(model_file, map_location="cpu")
+    config = checkpoint["config"]
+    if config["device"].type == "cuda" and not torch.cuda.is_available():
+        config["device"] = torch.device("cpu")
+    init_logger(config)
+    dataset, (train_data, valid_data, test_data) = prepare_data(config)
+    model = build_model(config, train_data)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data

@@ -1,0 +1,92 @@
+"""Shared helpers: small generated datasets in RecBole's benchmark layout."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import recbole_mmssl  # noqa: F401  (installs the numpy aliases and registers NDCG_ref)
+
+REPO = Path(__file__).resolve().parents[1]
+PHASES = ("train", "valid", "test")
+
+
+def write_inter(path, pairs, header="user_id:token\titem_id:token"):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(header + "\n")
+        f.writelines(f"{u}\t{i}\n" for u, i in pairs)
+
+
+def write_dataset(root, name, splits, features=None, token_order=None):
+    """Write ``splits`` (phase -> [(user, item)]) and ``features`` (modality -> array whose
+    rows follow ``token_order``) as a prepared dataset folder; returns the folder."""
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for phase in PHASES:
+        write_inter(folder / f"{name}.{phase}.inter", splits[phase])
+    if token_order is not None:
+        (folder / f"{name}.feature_items").write_text("".join(f"{t}\n" for t in token_order))
+    for modality, array in (features or {}).items():
+        np.save(folder / f"{name}.{modality}.npy", array)
+    return folder
+
+
+def toy_splits(n_users=40, n_items=80, seed=0):
+    """Per user: 4 train, 1 valid, 1 test item, drawn at random; tokens 'u<k>' and 'i<k>'."""
+    rng = np.random.default_rng(seed)
+    splits = {phase: [] for phase in PHASES}
+    for u in range(n_users):
+        items = rng.choice(n_items, size=6, replace=False)
+        for phase, chosen in zip(PHASES, (items[:4], items[4:5], items[5:])):
+            splits[phase].extend((f"u{u}", f"i{i}") for i in chosen)
+    return splits
+
+
+def base_config(tmp_path, dataset, **overrides):
+    """A config dict for a generated dataset under ``tmp_path/data``; quiet and one epoch."""
+    config = {
+        "dataset": dataset,
+        "data_path": str(Path(tmp_path) / "data"),
+        "checkpoint_dir": str(Path(tmp_path) / "saved"),
+        "USER_ID_FIELD": "user_id",
+        "ITEM_ID_FIELD": "item_id",
+        "load_col": {"inter": ["user_id", "item_id"]},
+        "benchmark_filename": ["train", "valid", "test"],
+        "state": "ERROR",
+        "show_progress": False,
+        "epochs": 1,
+        "train_batch_size": 64,
+        "seed": 7,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in a temporary working directory (RecBole writes log/ and log_tensorboard/ there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def toy_multimodal(tmp_path):
+    """A generated multimodal dataset whose feature rows are in a shuffled token order.
+
+    Returns (config dict, {modality: array}, token order).
+    """
+    splits = toy_splits()
+    tokens = [f"i{k}" for k in np.random.default_rng(1).permutation(80)]
+    rng = np.random.default_rng(2)
+    features = {"image": rng.normal(size=(80, 8)).astype(np.float32),
+                "text": rng.normal(size=(80, 5)).astype(np.float32)}
+    write_dataset(Path(tmp_path) / "data", "toy", splits, features, tokens)
+    config = base_config(tmp_path, "toy", modalities=["image", "text"])
+    return config, features, tokens
+
+
+def bundled(name):
+    path = REPO / "dataset" / name
+    assert path.is_dir(), f"bundled dataset {path} is missing"
+    return path
+

@@ -1,0 +1,192 @@
+"""MultiModalDataset / InteractionDataset: feature alignment and the refusal of bad input."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import base_config, bundled, toy_splits, write_dataset, write_inter
+from recbole_mmssl.config import Config
+from recbole_mmssl.data import FeatureFileError, InteractionDataset, MultiModalDataset
+from recbole_mmssl.utils import create_dataset, data_preparation
+
+
+def make(config_dict, cls=MultiModalDataset, model="LightGCN"):
+    return cls(Config(model=model, config_dict=config_dict))
+
+
+def test_rows_follow_internal_ids(toy_multimodal):
+    config, features, tokens = toy_multimodal
+    dataset = make(config)
+    row_of = {t: r for r, t in enumerate(tokens)}
+    item_tokens = dataset.field2id_token["item_id"]
+    moved = 0
+    for modality, source in features.items():
+        table = dataset.modality_features[modality]
+        assert table.dtype == torch.float32 and table.shape == (dataset.item_num, source.shape[1])
+        assert torch.count_nonzero(table[0]) == 0
+        for internal_id in range(1, dataset.item_num):
+            np.testing.assert_array_equal(table[internal_id].numpy(), source[row_of[item_tokens[internal_id]]])
+            moved += row_of[item_tokens[internal_id]] != internal_id - 1
+    assert moved > dataset.item_num
+
+
+def test_real_tiktok_features_match_source_rows():
+    """Bundled TikTok: every internal item id's row equals the .npy row of its token."""
+    folder = bundled("tiktok")
+    dataset = make({"dataset": "tiktok", "state": "ERROR"})
+    tokens = dataset.field2id_token["item_id"][1:].astype(int)
+    assert (tokens != np.arange(len(tokens))).sum() > 6000
+    for modality in ("image", "audio"):
+        source = np.load(folder / f"tiktok.{modality}.npy").astype(np.float32)
+        np.testing.assert_array_equal(dataset.modality_features[modality][1:].numpy(), source[tokens])
+
+
+def test_features_survive_saving_dataset_and_dataloaders(toy_multimodal, in_tmp):
+    config, features, _ = toy_multimodal
+    config.update(save_dataset=True, save_dataloaders=True)
+    cfg = Config(model="MMSSL", config_dict=config)
+    dataset = create_dataset(cfg)
+    data_preparation(cfg, dataset)
+    saved = sorted(p.name for p in Path(config["checkpoint_dir"]).iterdir())
+    assert saved == ["toy-MultiModalDataset.pth", "toy-for-MMSSL-dataloader.pth"]
+    for modality in features:  # from now on only the saved copies can provide the features
+        (Path(config["data_path"]) / "toy" / f"toy.{modality}.npy").unlink()
+    reloaded = create_dataset(cfg)
+    train_data, _, _ = data_preparation(cfg, reloaded)
+    for modality in features:
+        assert torch.equal(reloaded.modality_features[modality], dataset.modality_features[modality])
+        assert torch.equal(train_data._dataset.modality_features[modality], dataset.modality_features[modality])
+
+
+@pytest.fixture
+def broken(tmp_path):
+    """A toy dataset writer whose caller breaks one thing; returns (write, config)."""
+    splits = toy_splits()
+    tokens = [f"i{k}" for k in range(80)]
+    image = np.random.default_rng(0).normal(size=(80, 4)).astype(np.float32)
+
+    def write(**changes):
+        folder = write_dataset(tmp_path / "data", "toy", changes.pop("splits", splits),
+                               {"image": changes.pop("image", image)}, changes.pop("tokens", tokens))
+        return folder
+
+    return write, base_config(tmp_path, "toy", modalities=["image"])
+
+
+def expect_error(config, pattern, cls=MultiModalDataset, build=False):
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        dataset = make(config, cls)
+        if build:
+            dataset.build()
+    assert re.search(pattern, str(info.value), re.S), str(info.value)
+    return str(info.value)
+
+
+def test_missing_feature_file(broken):
+    write, config = broken
+    folder = write()
+    (folder / "toy.image.npy").unlink()
+    message = expect_error(config, r"toy\.image\.npy.*expected shape \(80, dim\)")
+    assert "python -m recbole_mmssl.data.prepare features" in message
+
+
+def test_row_count_differs_from_token_list(broken):
+    write, config = broken
+    write(image=np.ones((79, 4), dtype=np.float32))
+    expect_error(config, r"toy\.image\.npy has 79 rows but .*toy\.feature_items lists 80 items")
+
+
+def test_interacted_item_without_feature_row(broken):
+    write, config = broken
+    tokens = [f"i{k}" for k in range(80)]
+    tokens[7] = "i99"
+    write(tokens=tokens)
+    expect_error(config, r"1 item\(s\) .* no feature row in .*toy\.feature_items .*'i7'")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_values(broken, bad):
+    write, config = broken
+    image = np.ones((80, 4), dtype=np.float32)
+    image[12, 3] = bad
+    write(image=image)
+    expect_error(config, r"toy\.image\.npy has NaN or Inf values in 1 row\(s\), e\.g\. rows \[12\]")
+
+
+def test_non_2d_array(broken):
+    write, config = broken
+    write(image=np.ones((80, 4, 2), dtype=np.float32))
+    expect_error(config, r"toy\.image\.npy holds an array of shape \(80, 4, 2\); it must be 2-D")
+
+
+def test_unknown_modality(broken):
+    write, config = broken
+    write()
+    config.update(modalities=["image", "vidoe"], feature_files={"image": "toy.image.npy"})
+    expect_error(config, r"Unknown modality \['vidoe'\] for dataset toy.*\['image'\]")
+
+
+def test_duplicate_item_tokens(broken):
+    write, config = broken
+    tokens = [f"i{k}" for k in range(80)]
+    tokens[3] = "i5"
+    write(tokens=tokens)
+    expect_error(config, r"toy\.feature_items names 1 item token\(s\) twice, e\.g\. \['i5'\]")
+
+
+def test_feature_width_checked_against_feature_dims(broken):
+    write, config = broken
+    write()
+    config["feature_dims"] = {"image": [4096]}
+    expect_error(config, r"toy\.image\.npy has 4 columns; modality image .* expects 4096")
+
+
+@pytest.mark.parametrize("content", ["", "user_id:token\titem_id:token\n"])
+def test_empty_interactions_file(broken, content):
+    write, config = broken
+    folder = write()
+    (folder / "toy.valid.inter").write_text(content)
+    expect_error(config, r"toy\.valid\.inter (is empty|has a header but no interactions)", cls=InteractionDataset)
+
+
+def test_missing_dataset_folder(tmp_path):
+    config = base_config(tmp_path, "nowhere")
+    expect_error(config, r"Dataset folder .*nowhere not found.*recbole_mmssl\.data\.prepare", cls=InteractionDataset)
+
+
+def cold_splits():
+    splits = toy_splits()
+    splits["test"].append(("newcomer", "i3"))
+    return splits
+
+
+def test_user_without_training_items_is_an_error(broken):
+    write, config = broken
+    write(splits=cold_splits())
+    expect_error(config, r"1 user\(s\) of the test split .* no training interaction .*'newcomer'",
+                 cls=InteractionDataset, build=True)
+
+
+@pytest.mark.parametrize("policy, kept", [("drop", 0), ("keep", 1)])
+def test_cold_start_policies(broken, policy, kept):
+    write, config = broken
+    write(splits=cold_splits())
+    config["cold_start_users"] = policy
+    dataset = make(config, InteractionDataset)
+    test = dataset.build()[2]
+    newcomer = dataset.token2id("user_id", "newcomer")
+    assert int((test.inter_feat["user_id"] == newcomer).sum()) == kept
+    assert len(test.inter_feat) == 40 + kept
+
+
+def test_amazon_baby_without_features_names_files_shapes_and_sources():
+    folder = bundled("amazon-baby")
+    assert not (folder / "amazon-baby.image.npy").exists()
+    message = expect_error({"dataset": "amazon-baby", "state": "ERROR"}, r"amazon-baby needs item features")
+    assert re.search(r"image: .*amazon-baby\.image\.npy \(expected shape \(7050, 4096\)\)", message)
+    assert re.search(r"text: .*amazon-baby\.text\.npy \(expected shape \(7050, 1024 or 384\)\)", message)
+    assert "github.com/HKUDS/MMSSL" in message and "github.com/enoche/MMRec" in message
+    assert re.search(r"prepare features \S*amazon-baby --feature image=\S+ --feature text=\S+", message)

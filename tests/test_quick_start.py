@@ -1,0 +1,86 @@
+"""Plugin discovery, checkpoints on current torch, and whole runs through the quick start."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from recbole.model.general_recommender import LightGCN
+from recbole.trainer import Trainer
+from recbole.utils import ModelType
+
+from conftest import REPO
+from recbole_mmssl.compat import CheckpointMixin, install_numpy_aliases, load_checkpoint
+from recbole_mmssl.config import Config
+from recbole_mmssl.quick_start import load_data_and_model, prepare_data, build_model, run_recbole_mmssl
+from recbole_mmssl.utils import get_model, get_trainer
+
+METRIC_KEYS = {f"{m}@{k}" for m in ("recall", "ndcg", "ndcg_ref", "precision") for k in (10, 20, 50)}
+
+
+def test_numpy_aliases_recbole_reads():
+    install_numpy_aliases()
+    assert np.float_ is np.float64 and np.complex_ is np.complex128 and np.unicode_ is np.str_
+    assert np.float is np.float64 and np.long is np.int_
+
+
+def test_discovery_falls_back_to_recbole():
+    assert get_model("LightGCN") is LightGCN
+    trainer = get_trainer(ModelType.GENERAL, "LightGCN")
+    assert issubclass(trainer, Trainer) and issubclass(trainer, CheckpointMixin)
+    assert get_trainer(ModelType.GENERAL, "BPR") is trainer
+    with pytest.raises(ValueError, match="NoSuchModel"):
+        get_model("NoSuchModel")
+
+
+@pytest.mark.parametrize("mask", ["train", "train_valid"])
+def test_lightgcn_trains_saves_and_reloads(toy_multimodal, in_tmp, mask):
+    config, _, _ = toy_multimodal
+    config.update(epochs=2, test_masked_items=mask)
+    result = run_recbole_mmssl(model="LightGCN", config_dict=config)
+    assert set(result["test_result"]) == METRIC_KEYS
+    assert set(result["best_valid_result"]) == METRIC_KEYS
+    assert result["best_valid_score"] == result["best_valid_result"]["recall@20"]
+
+    saved = sorted(os.listdir(config["checkpoint_dir"]))
+    assert len(saved) == 1 and saved[0].startswith("LightGCN-")
+    cfg, model, _, _, _, test_data = load_data_and_model(os.path.join(config["checkpoint_dir"], saved[0]))
+    trainer = get_trainer(cfg["MODEL_TYPE"], cfg["model"])(cfg, model)
+    again = trainer.evaluate(test_data, load_best_model=False)
+    assert dict(again) == dict(result["test_result"])
+
+
+def test_resume_restores_model_and_progress(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    cfg = Config(model="LightGCN", config_dict=config)
+    _, (train, valid, _) = prepare_data(cfg)
+    model = build_model(cfg, train)
+    trainer = get_trainer(cfg["MODEL_TYPE"], "LightGCN")(cfg, model)
+    trainer.fit(train, valid, saved=True)
+    checkpoint = load_checkpoint(trainer.saved_model_file)
+
+    fresh = get_trainer(cfg["MODEL_TYPE"], "LightGCN")(cfg, build_model(cfg, train))
+    fresh.resume_checkpoint(trainer.saved_model_file)
+    assert fresh.start_epoch == checkpoint["epoch"] + 1 == 1
+    for name, value in fresh.model.state_dict().items():
+        assert torch.equal(value, checkpoint["state_dict"][name])
+    assert fresh.optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()["state"].keys()
+
+
+@pytest.mark.parametrize("mask", ["train", "train_valid"])
+def test_run_script_trains_lightgcn_on_bundled_tiktok(tmp_path, mask):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "run_recbole_mmssl.py"), "--model=LightGCN", "--dataset=tiktok",
+         "--epochs=1", "--show_progress=False", f"--test_masked_items={mask}",
+         f"--checkpoint_dir={tmp_path / 'saved'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert f"test_masked_items = {mask}" in log
+    test_line = re.search(r"test result: OrderedDict\((.*)\)", log).group(1)
+    for key in ("recall@20", "precision@20", "ndcg@20", "ndcg_ref@20", "recall@50"):
+        assert f"'{key}'" in test_line
+    assert "The number of items: 6711" in log
