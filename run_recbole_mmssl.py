@@ -9,7 +9,7 @@ from recbole_mmssl.quick_start import run_recbole_mmssl
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", "-m", default="LightGCN", help="model name: the plugin's or RecBole's")
+    parser.add_argument("--model", "-m", default="MMSSL", help="model name: the plugin's or RecBole's")
     parser.add_argument("--dataset", "-d", default="tiktok", help="dataset name (a folder under data_path)")
     parser.add_argument("--config_files", default=None, help="space-separated config files")
     args, _ = parser.parse_known_args()

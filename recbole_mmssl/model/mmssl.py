@@ -1,0 +1,275 @@
+"""MMSSL: Multi-Modal Self-Supervised Learning for Recommendation.
+
+Wei, Huang, Xia, Zhang. WWW 2023. Reference code: https://github.com/HKUDS/MMSSL (MMSSL/).
+Section numbers (§) refer to the project's algorithm specification.
+"""
+
+from logging import getLogger
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_mmssl.data.dataloader import UserBatchDataLoader
+from recbole_mmssl.model.discriminator import Discriminator, discriminator_loss, generator_loss
+from recbole_mmssl.model.generator import ModalityGraph, real_rows, relation_rows
+from recbole_mmssl.model.layers import CrossModalAttention, one_sided_graphs, propagate, rownorm
+
+VARIANTS = {
+    "reference": {"attention": "reference", "d_negative_slope": 1.0, "graph_update": "batch",
+                  "graph_pairing": "reference"},
+    "paper": {"attention": "paper", "d_negative_slope": 0.01, "graph_update": "full", "graph_pairing": "aligned"},
+}
+CHOICES = {"gumbel_form": ("orig", "head"), "graph_update": ("batch", "full"),
+           "graph_pairing": ("reference", "aligned"), "attention": ("reference", "paper"),
+           "mixed_precision": (None, "bf16")}
+
+
+def resolve_variant(config):
+    """The four paper-vs-code switches: each one's own key if set, else the ``variant`` preset."""
+    variant = config["variant"]
+    if variant not in VARIANTS:
+        raise ValueError(f"Config key 'variant' is {variant!r}; use 'reference' or 'paper'.")
+    return {key: default if config[key] is None else config[key] for key, default in VARIANTS[variant].items()}
+
+
+class MMSSLOutput(NamedTuple):
+    """One forward pass over all users and items (spec §3.8)."""
+
+    user: torch.Tensor  # E*_U, final user embeddings [n_users, d]
+    item: torch.Tensor  # E*_I, final item embeddings [n_items, d]
+    feat_user: dict  # modality -> F_U^m [n_users, d]
+    feat_item: dict  # modality -> F_I^m [n_items, d]
+    view_user: dict  # modality -> Y_U^m, modality-aware ID views [n_users, d]
+
+
+class MMSSL(GeneralRecommender):
+    """MMSSL: modality-aware GNN recommender trained with adversarial and contrastive
+    self-supervision. Train it with :class:`recbole_mmssl.trainer.MMSSLTrainer`, which
+    alternates the discriminator step and the recommender step on user-based batches.
+    """
+
+    input_type = InputType.PAIRWISE
+    multimodal = True
+    train_dataloader = UserBatchDataLoader
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        switches = resolve_variant(config)
+        self.modalities = list(dataset.modality_features)
+        self.embedding_size = config["embedding_size"]
+        self.n_layers = config["n_layers"]
+        self.feat_dropout = config["feat_dropout"]
+        self.id_weight = config["id_weight"]
+        self.mm_weight = config["mm_weight"]
+        self.emb_reg_weight = config["emb_reg_weight"]
+        self.feat_reg_weight = config["feat_reg_weight"]
+        self.cl_weight = config["cl_weight"]
+        self.cl_temperature = config["cl_temperature"]
+        self.g_weight = config["g_weight"]
+        self.gumbel_tau = config["gumbel_tau"]
+        self.gumbel_noise_scale = config["gumbel_noise_scale"]
+        self.gumbel_form = config["gumbel_form"]
+        self.aux_weight = config["aux_weight"]
+        self.gp_weight = config["gp_weight"]
+        self.use_adversarial = config["use_adversarial"]
+        self.use_contrastive = config["use_contrastive"]
+        self.use_gumbel = config["use_gumbel"]
+        self.graph_update = switches["graph_update"]
+        self._check_choices(config, switches)
+
+        self.n_real_items = self.n_items - 1  # internal item 0 is RecBole's padding
+        for m, table in dataset.modality_features.items():
+            self.register_buffer(f"feat_{m}", table.to(self.device), persistent=False)
+        self._init_graphs(dataset)
+
+        d = self.embedding_size
+        self.user_embedding = nn.Embedding(self.n_users, d)
+        self.item_embedding = nn.Embedding(self.n_items, d)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_embedding.weight)
+        self.encoders = nn.ModuleDict()
+        for m, table in dataset.modality_features.items():
+            self.encoders[m] = nn.Linear(table.shape[1], d)
+            nn.init.xavier_uniform_(self.encoders[m].weight)
+        self.attention = CrossModalAttention(d, config["n_heads"], switches["attention"])
+        self.discriminator = Discriminator(
+            self.n_real_items,
+            dropout=tuple(config["d_dropout"]),
+            negative_slope=switches["d_negative_slope"],
+            output_scale=config["d_output_scale"],
+            bf16=config["mixed_precision"] == "bf16",
+        )
+
+        k = int(self.n_real_items * config["graph_topk_rate"])
+        self.modality_graph = ModalityGraph(
+            self.modalities, self.n_users, self.n_items, (self.train_p, self.train_q), k,
+            config["graph_period"], switches["graph_pairing"], self.graph_update)
+        self.other_parameter_name = ["modality_graph"]
+        self._warn_degenerate_graph(k, config["graph_period"])
+        self._eval_cache = None
+
+    def _check_choices(self, config, switches):
+        for key, allowed in CHOICES.items():
+            value = switches.get(key, config[key])
+            if value not in allowed:
+                raise ValueError(f"Config key {key!r} is {value!r}; use one of {allowed}.")
+        if not self.modalities:
+            raise ValueError("MMSSL needs at least one modality; set 'modalities' for the dataset.")
+
+    def _warn_degenerate_graph(self, k, period):
+        logger = getLogger()
+        if self.graph_update == "batch" and k == 0:
+            logger.warning(
+                f"graph_topk_rate gives k = floor({self.n_real_items} * rate) = 0 semantic neighbours: the "
+                "modality graphs are empty after the first rebuild, so the modality views are zero and the "
+                "contrastive loss is a constant (the contrastive branch is off, as in the reference's "
+                "Amazon-Baby setting). Raise graph_topk_rate or set graph_update: full to use it.")
+        elif self.graph_update == "batch" and period == 1:
+            logger.warning(
+                "graph_period = 1: each rebuild uses the pairs of one batch and every other rebuild finds none, "
+                "so the modality graphs are empty for most batches and at evaluation (reference behaviour, "
+                "spec §8.3). Set graph_update: full for graphs over all users.")
+
+    def _init_graphs(self, dataset):
+        """Training graph P, Q (spec §1.3) and CSR arrays for dense batch rows of R."""
+        matrix = dataset.inter_matrix(form="csr")
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        coo = matrix.tocoo()
+        users = torch.from_numpy(coo.row).long().to(self.device)
+        items = torch.from_numpy(coo.col).long().to(self.device)
+        self.train_p, self.train_q = one_sided_graphs(
+            users, items, torch.ones(len(users), device=self.device), self.n_users, self.n_items)
+        self.register_buffer("train_indptr", torch.from_numpy(matrix.indptr).long().to(self.device), persistent=False)
+        self.register_buffer("train_indices", torch.from_numpy(matrix.indices).long().to(self.device),
+                             persistent=False)
+
+    def train_rows(self, users):
+        """Dense 0/1 training rows R_B [b, n_real_items] of ``users`` (columns = item id - 1)."""
+        starts, ends = self.train_indptr[users], self.train_indptr[users + 1]
+        counts = ends - starts
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
+        first = torch.repeat_interleave(starts - torch.cumsum(counts, 0) + counts, counts)
+        cols = self.train_indices[first + torch.arange(len(rows), device=users.device)] - 1
+        block = torch.zeros(len(users), self.n_real_items, device=users.device)
+        block[rows, cols] = 1.0
+        return block
+
+    def forward(self):
+        """All users' and items' representations (spec §3), in the module's train/eval mode."""
+        feat_user, feat_item, view_user, view_item = {}, {}, {}, {}
+        for m in self.modalities:
+            features = F.dropout(self.encoders[m](getattr(self, f"feat_{m}")), self.feat_dropout, self.training)
+            feat_user[m] = torch.sparse.mm(self.train_p, features)
+            feat_item[m] = torch.sparse.mm(self.train_q, feat_user[m])
+            graph_p, graph_q = self.modality_graph.graphs[m]
+            view_user[m] = torch.sparse.mm(graph_p, self.item_embedding.weight)
+            view_item[m] = torch.sparse.mm(graph_q, self.user_embedding.weight)
+        fused_user = self.attention([view_user[m] for m in self.modalities])
+        fused_item = self.attention([view_item[m] for m in self.modalities])
+        users0 = self.user_embedding.weight + self.id_weight * rownorm(fused_user)
+        items0 = self.item_embedding.weight + self.id_weight * rownorm(fused_item)
+        users, items = propagate(self.train_p, self.train_q, users0, items0, self.n_layers)
+        users = users + self.mm_weight * sum(rownorm(feat_user[m]) for m in self.modalities)
+        items = items + self.mm_weight * sum(rownorm(feat_item[m]) for m in self.modalities)
+        return MMSSLOutput(users, items, feat_user, feat_item, view_user)
+
+    def modality_rows(self, out, users, block):
+        """Generator rows S^m_B for each modality (spec §4)."""
+        return {m: relation_rows(out.feat_user[m][users], out.feat_item[m][1:], block) for m in self.modalities}
+
+    def discriminator_loss(self, interaction):
+        """WGAN-GP loss of the discriminator step (spec §7, §11.3 step 2); inputs carry no gradient."""
+        users = interaction[self.USER_ID]
+        with torch.no_grad():
+            out = self.forward()
+            block = self.train_rows(users)
+            ui_rows = relation_rows(out.user[users], out.item[1:], block)
+            fake = torch.cat(list(self.modality_rows(out, users, block).values()))
+            real = real_rows(block, ui_rows, self.gumbel_tau, self.gumbel_noise_scale, self.gumbel_form,
+                             self.aux_weight, self.use_gumbel).repeat(len(self.modalities), 1)
+        return discriminator_loss(self.discriminator, real, fake, self.gp_weight)
+
+    def calculate_loss(self, interaction):
+        """Recommender-step losses (spec §10), weighted: (bpr, emb_reg, feat_reg, contrastive, generator).
+
+        Also does the modality-graph bookkeeping of spec §8 for this batch.
+        """
+        users = interaction[self.USER_ID]
+        pos, neg = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        out = self.forward()
+        u, p, n = out.user[users], out.item[pos], out.item[neg]
+        bpr = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
+        emb_reg = self.emb_reg_weight * 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
+        feat_reg = self.feat_reg_weight * 0.5 * sum(
+            out.feat_item[m].pow(2).sum() + out.feat_user[m].pow(2).sum() for m in self.modalities
+        ) / self.n_real_items
+        zero = bpr.new_zeros(())
+        contrastive = zero
+        if self.use_contrastive:
+            contrastive = sum(self.contrastive_loss(out.view_user[m][users], u) for m in self.modalities)
+        block = self.train_rows(users)
+        rows = self.modality_rows(out, users, block)
+        generator = zero
+        if self.use_adversarial:
+            generator = generator_loss(self.discriminator, torch.cat(list(rows.values())))
+        self.modality_graph.after_batch(users, {m: r.detach() for m, r in rows.items()},
+                                        lambda m: self._all_user_rows(out, m))
+        return bpr, emb_reg, feat_reg, self.cl_weight * contrastive, self.g_weight * generator
+
+    def contrastive_loss(self, anchors, positives):
+        """InfoNCE of spec §9: anchor b against its final embedding, negatives from both views."""
+        z1, z2 = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
+        intra = torch.exp(z1 @ z1.T / self.cl_temperature)
+        inter = torch.exp(z1 @ z2.T / self.cl_temperature)
+        denominator = intra.sum(1) - intra.diagonal() + inter.sum(1)
+        return -torch.log(inter.diagonal() / denominator + 1e-8).mean()
+
+    def _all_user_rows(self, out, modality, block_size=1024):
+        """(users, detached relation rows) blocks over every user with training items."""
+        users = torch.nonzero(self.train_indptr[1:] > self.train_indptr[:-1]).squeeze(1)
+        with torch.no_grad():
+            for start in range(0, len(users), block_size):
+                chunk = users[start:start + block_size]
+                rows = relation_rows(out.feat_user[modality][chunk], out.feat_item[modality][1:],
+                                     self.train_rows(chunk))
+                yield chunk, rows
+
+    def recommender_parameters(self):
+        """Every parameter except the discriminator's (the recommender optimizer's share)."""
+        return [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
+
+    def train(self, mode=True):
+        self._eval_cache = None
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict=True):
+        self._eval_cache = None
+        return super().load_state_dict(state_dict, strict)
+
+    def load_other_parameter(self, para):
+        self._eval_cache = None
+        super().load_other_parameter(para)
+
+    def _embeddings(self):
+        """Final embeddings; in eval mode one forward serves a whole evaluation pass."""
+        if self.training:
+            out = self.forward()
+            return out.user, out.item
+        if self._eval_cache is None:
+            with torch.no_grad():
+                out = self.forward()
+            self._eval_cache = (out.user, out.item)
+        return self._eval_cache
+
+    def predict(self, interaction):
+        users, items = self._embeddings()
+        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        users, items = self._embeddings()
+        return (users[interaction[self.USER_ID]] @ items.T).reshape(-1)

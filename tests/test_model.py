@@ -1,0 +1,200 @@
+"""MMSSL's parts against independent oracles (spec §17) and hand-computed references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from recbole_mmssl.model.discriminator import Discriminator, discriminator_loss
+from recbole_mmssl.model.generator import real_rows, relation_rows, topk_pairs
+from recbole_mmssl.model.layers import CrossModalAttention, one_sided_graphs, propagate
+from recbole_mmssl.model.mmssl import resolve_variant
+
+
+def test_reference_attention_is_the_spec_reduction():
+    """Oracle 1: output = mean_m concat(H copies of Y^m) @ W_c, computed in float64 NumPy."""
+    torch.manual_seed(0)
+    attention = CrossModalAttention(8, 4, "reference").double()
+    views = [torch.randn(5, 8, dtype=torch.float64) for _ in range(3)]
+    w_c = attention.w_c.detach().numpy()
+    expected = np.mean([np.tile(v.numpy(), (1, 4)) @ w_c for v in views], axis=0)
+    np.testing.assert_allclose(attention(views).detach().numpy(), expected, rtol=1e-10, atol=1e-12)
+    assert attention.w_c.shape == (32, 8)
+
+
+def test_paper_attention_is_a_real_attention():
+    torch.manual_seed(1)
+    attention = CrossModalAttention(8, 2, "paper").double()
+    views = [torch.randn(4, 8, dtype=torch.float64) for _ in range(3)]
+    weights = attention.attention_weights(torch.stack(views))
+    assert weights.shape == (4, 2, 3, 3)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4, 2, 3, dtype=torch.float64))
+    # Independent per-node loop: softmax_k <q_m^h, k_k^h> / sqrt(d_h), values = the raw views.
+    wq, wk, wc = (t.detach().numpy() for t in (attention.w_q, attention.w_k, attention.w_c))
+    out = np.zeros((4, 8))
+    for n in range(4):
+        y = np.stack([v[n].numpy() for v in views])  # M x d
+        per_modality = []
+        for m in range(3):
+            heads = []
+            for h in range(2):
+                q = (y[m] @ wq)[h * 4:(h + 1) * 4]
+                k = (y @ wk)[:, h * 4:(h + 1) * 4]
+                logits = k @ q / 2.0
+                a = np.exp(logits - logits.max())
+                a /= a.sum()
+                heads.append(a @ y)
+            per_modality.append(np.concatenate(heads) @ wc)
+        out[n] = np.mean(per_modality, axis=0)
+    np.testing.assert_allclose(attention(views).detach().numpy(), out, rtol=1e-9)
+    reference = CrossModalAttention(8, 2, "reference").double()
+    reference.w_c.data.copy_(attention.w_c.data)
+    assert not torch.allclose(reference(views), attention(views))
+
+
+def dense_graph(n_users, n_items, edges):
+    g = np.zeros((n_users, n_items))
+    for u, i in edges:
+        g[u, i] += 1
+    return g
+
+
+def test_one_sided_normalisation_and_propagation_match_dense_numpy():
+    edges = [(0, 1), (0, 2), (1, 2), (2, 0), (2, 1), (2, 3), (3, 3), (2, 3)]  # (2, 3) twice: counts add
+    users = torch.tensor([u for u, _ in edges])
+    items = torch.tensor([i for _, i in edges])
+    p, q = one_sided_graphs(users, items, torch.ones(len(edges), dtype=torch.float64), 5, 4)
+    g = dense_graph(5, 4, edges)
+    p_np = g / np.sqrt(g.sum(1, keepdims=True) + 1e-8)
+    q_np = g.T / np.sqrt(g.sum(0)[:, None] + 1e-8)
+    np.testing.assert_allclose(p.to_dense().numpy(), p_np)
+    np.testing.assert_allclose(q.to_dense().numpy(), q_np)
+    assert not p.to_dense()[4].any()  # user 4 has no edge: its row stays zero
+
+    rng = np.random.default_rng(0)
+    eu, ei = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+
+    def softmax(x):
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    hu1 = p_np @ ei
+    hi1 = q_np @ hu1
+    hu2 = softmax(p_np @ hi1)
+    hi2 = softmax(q_np @ hu2)
+    users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 2)
+    np.testing.assert_allclose(users_out.numpy(), (eu + hu1 + hu2) / 3, rtol=1e-10)
+    np.testing.assert_allclose(items_out.numpy(), (ei + hi1 + hi2) / 3, rtol=1e-10)
+
+
+def test_generator_rows_are_zero_on_training_items_and_unit_norm():
+    """Oracle 4."""
+    torch.manual_seed(2)
+    block = (torch.rand(6, 10) < 0.3).float()
+    rows = relation_rows(torch.randn(6, 4), torch.randn(10, 4), block)
+    assert torch.all(rows[block.bool()] == 0)
+    torch.testing.assert_close(rows.norm(dim=1), torch.ones(6))
+
+
+@pytest.mark.parametrize("form", ["orig", "head"])
+def test_gumbel_rows_are_probability_rows(form, monkeypatch):
+    torch.manual_seed(3)
+    block = (torch.rand(4, 12) < 0.25).float()
+    block[:, 0] = 1.0
+    captured = {}
+    original = torch.softmax
+
+    def spy(x, dim):
+        captured["soft"] = original(x, dim=dim)
+        return captured["soft"]
+
+    monkeypatch.setattr(torch, "softmax", spy)
+    rows = real_rows(block, torch.zeros(4, 12), tau=0.005, noise_scale=1e-5, form=form, aux_weight=100.0)
+    soft = captured["soft"]
+    assert torch.all(soft >= 0)
+    torch.testing.assert_close(soft.sum(1), torch.ones(4))
+    degree = block.sum(1, keepdim=True)
+    if form == "orig":  # sharpened: about 1/deg on each training item (noise: +-0.2% per unit), 0 elsewhere
+        torch.testing.assert_close(soft[block.bool()], (block / degree)[block.bool()], atol=0, rtol=0.02)
+        assert torch.all(soft[~block.bool()] < 1e-30)
+    else:  # the refactor's precedence slip: nearly uniform, training items only e times heavier
+        torch.testing.assert_close(soft, torch.exp(block) / torch.exp(block).sum(1, keepdim=True), atol=1e-3, rtol=0)
+    torch.testing.assert_close(rows.norm(dim=1), torch.ones(4))
+
+
+def test_reference_pairing_oracle():
+    """Oracle 7: b = 3, k = 2 pairs (B0,a0), (B1,a1), (B2,b0), (B0,b1), (B1,c0), (B2,c1)."""
+    users = torch.tensor([10, 11, 12])
+    rows = torch.tensor([[0.0, 9, 8, 0], [7, 0, 0, 6], [0, 0, 5, 4]])  # top-2 columns: [1,2], [0,3], [2,3]
+    paired, items = topk_pairs(users, rows, 2, "reference")
+    a, b, c = [2, 3], [1, 4], [3, 4]  # item id = column + 1
+    assert list(zip(paired.tolist(), items.tolist())) == [
+        (10, a[0]), (11, a[1]), (12, b[0]), (10, b[1]), (11, c[0]), (12, c[1])]
+    paired, items = topk_pairs(users, rows, 2, "aligned")
+    assert list(zip(paired.tolist(), items.tolist())) == [
+        (10, a[0]), (10, a[1]), (11, b[0]), (11, b[1]), (12, c[0]), (12, c[1])]
+    paired, items = topk_pairs(users, rows, 0, "reference")
+    assert len(paired) == len(items) == 0
+
+
+def test_discriminator_sizes_and_range():
+    """Oracle 3: Amazon-Baby's discriminator is 7050 -> 1762 -> 881 -> 1, and D(x) is in (0, 100)."""
+    torch.manual_seed(4)
+    disc = Discriminator(7050)
+    linears = [m for m in disc.layers if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(7050, 1762), (1762, 881), (881, 1)]
+    assert sum(p.numel() for p in disc.parameters()) == 13_983_233
+    scores = disc(torch.rand(64, 7050))
+    assert scores.shape == (64,) and torch.all((scores > 0) & (scores < 100))
+    assert all(isinstance(m, torch.nn.LeakyReLU) and m.negative_slope == 1.0
+               for m in disc.layers if isinstance(m, torch.nn.LeakyReLU))
+
+
+def test_gradient_penalty_is_zero_for_a_unit_gradient_critic():
+    """A critic whose input gradient has norm 1 everywhere gets no penalty: L_D = -D(real) + D(fake)."""
+
+    class UnitCritic(torch.nn.Module):
+        def forward(self, x):
+            return x[:, 0] * 1.0
+
+    real, fake = torch.rand(8, 5), torch.rand(8, 5)
+    loss = discriminator_loss(UnitCritic(), real, fake, gp_weight=1.0)
+    torch.testing.assert_close(loss, -real[:, 0].mean() + fake[:, 0].mean())
+
+
+def test_topk_per_dataset_settings():
+    """Oracle 6: k = floor(I * graph_topk_rate) is 0, 367, 67 and 201."""
+    items = {"amazon-baby": 7050, "amazon-sports": 18357, "tiktok": 6710, "allrecipes": 10067}
+    expected = {"amazon-baby": 0, "amazon-sports": 367, "tiktok": 67, "allrecipes": 201}
+    for name, n_items in items.items():
+        settings = yaml.safe_load((REPO / "properties" / "dataset" / f"{name}.yaml").read_text())
+        rate = settings["model_settings"]["MMSSL"]["graph_topk_rate"]
+        assert int(n_items * rate) == expected[name], name
+
+
+def test_variant_presets_and_overrides():
+    base = {"variant": "reference", "attention": None, "d_negative_slope": None, "graph_update": None,
+            "graph_pairing": None}
+    assert resolve_variant(base) == {"attention": "reference", "d_negative_slope": 1.0, "graph_update": "batch",
+                                     "graph_pairing": "reference"}
+    paper = dict(base, variant="paper", graph_pairing="reference")
+    assert resolve_variant(paper) == {"attention": "paper", "d_negative_slope": 0.01, "graph_update": "full",
+                                      "graph_pairing": "reference"}
+    with pytest.raises(ValueError, match="variant"):
+        resolve_variant(dict(base, variant="orig"))
+
+
+def test_contrastive_constant_matches_ln_2b_minus_1():
+    """With zero modality views the InfoNCE of spec §9 is -ln(1/(2b-1) + 1e-8)."""
+    from recbole_mmssl.model.mmssl import MMSSL
+
+    model = MMSSL.__new__(MMSSL)
+    torch.nn.Module.__init__(model)
+    model.cl_temperature = 0.5
+    anchors = torch.zeros(1024, 16, requires_grad=True)
+    loss = model.contrastive_loss(anchors, torch.randn(1024, 16))
+    assert loss.item() == pytest.approx(-math.log(1 / 2047 + 1e-8), rel=1e-6)
+    assert loss.item() == pytest.approx(7.6241, abs=1e-4)

@@ -1,0 +1,290 @@
+"""MMSSL with MMSSLTrainer on small data: the alternating steps, the modality graphs, end-to-end runs."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, base_config, write_dataset
+from recbole_mmssl import run_recbole_mmssl
+from recbole_mmssl.compat import load_checkpoint
+from recbole_mmssl.config import Config
+from recbole_mmssl.model.generator import ModalityGraph, relation_rows
+from recbole_mmssl.model.layers import one_sided_graphs
+from recbole_mmssl.quick_start import build_model, load_data_and_model, prepare_data
+from recbole_mmssl.trainer import LOSS_NAMES
+from recbole_mmssl.utils import get_trainer
+
+SMALL = {"train_batch_size": 16, "embedding_size": 16, "n_heads": 2, "epochs": 2}
+
+
+def mmssl(config_dict, **overrides):
+    """Config, dataloaders, model and trainer for MMSSL on a generated dataset."""
+    cfg = Config(model="MMSSL", config_dict={**config_dict, **SMALL, **overrides})
+    _, (train, valid, test) = prepare_data(cfg)
+    model = build_model(cfg, train)
+    trainer = get_trainer(cfg["MODEL_TYPE"], "MMSSL")(cfg, model)
+    return cfg, (train, valid, test), model, trainer
+
+
+def snapshot(module):
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def changed(before, module):
+    return {name for name, p in module.named_parameters() if not torch.equal(before[name], p)}
+
+
+def test_user_batches(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    _, (train, _, _), model, _ = mmssl(config)
+    assert len(train) == 160 // 16 + 1
+    dataset = train._dataset
+    history = {}
+    for u, i in zip(dataset.inter_feat["user_id"].tolist(), dataset.inter_feat["item_id"].tolist()):
+        history.setdefault(u, set()).add(i)
+    for batch in train:
+        users = batch["user_id"].tolist()
+        assert len(users) == len(set(users)) == 16
+        for u, p, n in zip(users, batch["item_id"].tolist(), batch["neg_item_id"].tolist()):
+            assert p in history[u] and n not in history[u] and 1 <= n < dataset.item_num
+    dense = torch.zeros(dataset.user_num, dataset.item_num)
+    for u, items in history.items():
+        dense[u, list(items)] = 1
+    users = torch.tensor([3, 1, 7])
+    torch.testing.assert_close(model.train_rows(users), dense[users, 1:])
+
+
+def test_discriminator_step_changes_only_the_discriminator(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    _, (train, _, _), model, trainer = mmssl(config)
+    model.train()
+    batch = next(iter(train))
+    recommender, disc = snapshot(model), snapshot(model.discriminator)
+    trainer._discriminator_step(batch)
+    assert changed(disc, model.discriminator) == set(disc)
+    assert {n for n in changed(recommender, model) if not n.startswith("discriminator.")} == set()
+
+    recommender, disc = snapshot(model), snapshot(model.discriminator)
+    trainer._recommender_step(batch)
+    assert changed(disc, model.discriminator) == set()
+    moved = changed(recommender, model)
+    assert {"user_embedding.weight", "item_embedding.weight", "encoders.image.weight", "encoders.text.weight",
+            "attention.w_c"} <= moved
+    assert all(p.requires_grad for p in model.discriminator.parameters())
+
+
+def test_baby_settings_switch_the_contrastive_branch_off(toy_multimodal, in_tmp, caplog):
+    """Oracle 2, with k = 0 and T = 1: views use the training graph in batches 0-1 of epoch 0,
+    are zero from batch 2 on and at evaluation; the contrastive loss is then ln(2b-1), gradient-free."""
+    config, _, _ = toy_multimodal
+    _, (train, valid, _), model, trainer = mmssl(config, graph_topk_rate=1e-4, graph_period=1)
+    assert "= 0 semantic neighbours" in caplog.text
+    model.train()
+    model.modality_graph.start_epoch()
+    constant = -math.log(1 / (2 * 16 - 1) + 1e-8)
+    for idx, batch in enumerate(train):
+        users = batch["user_id"]
+        out = model.forward()
+        for m in ("image", "text"):
+            if idx < 2:
+                assert model.modality_graph.nnz(m) == model.train_p._nnz()
+                assert out.view_user[m][users].abs().sum() > 0
+            else:
+                assert model.modality_graph.nnz(m) == 0
+                assert torch.count_nonzero(out.view_user[m]) == 0
+                loss = model.contrastive_loss(out.view_user[m][users], out.user[users])
+                assert loss.item() == pytest.approx(constant, rel=1e-6)
+                grads = torch.autograd.grad(loss, list(model.recommender_parameters()), allow_unused=True,
+                                            retain_graph=True)
+                assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+        torch.testing.assert_close(out.view_user["image"], out.view_user["text"])
+        trainer._discriminator_step(batch)
+        trainer._recommender_step(batch)
+    model.eval()
+    assert all(model.modality_graph.nnz(m) == 0 for m in ("image", "text"))
+
+
+def test_batch_graph_accumulates_across_epochs_with_period_two():
+    """T = 2: batches 0 and 1 accumulate, 2 rebuilds from them, 3 accumulates and is carried
+    into the next epoch's first rebuild (spec §8.3)."""
+    p, q = one_sided_graphs(torch.tensor([0]), torch.tensor([1]), torch.ones(1), 6, 5)
+    graph = ModalityGraph(["image"], 6, 5, (p, q), k=1, period=2, pairing="aligned", update="batch")
+    rows = {1: [0.0, 1, 0, 0], 2: [0.0, 0, 1, 0], 3: [1.0, 0, 0, 0], 4: [0.0, 0, 0, 1], 5: [0.0, 1, 0, 0]}
+
+    def step(user):
+        graph.after_batch(torch.tensor([user]), {"image": torch.tensor([rows[user]])})
+
+    def edges():
+        g = graph.graphs["image"][0].coalesce()
+        return sorted(zip(g.indices()[0].tolist(), g.indices()[1].tolist()))
+
+    graph.start_epoch()
+    for user in (1, 2, 3, 4):  # idx 0, 1 accumulate; idx 2 rebuilds; idx 3 accumulates
+        step(user)
+    assert edges() == [(1, 2), (2, 3)]
+    graph.start_epoch()
+    step(5)  # idx 0: accumulates (never a rebuild at batch 0)
+    assert edges() == [(1, 2), (2, 3)]
+    step(1)  # idx 1 accumulates
+    step(2)  # idx 2 rebuilds from user 4 (last epoch), 5 and 1
+    assert edges() == [(1, 2), (4, 4), (5, 2)]
+
+
+def test_full_graph_holds_every_users_own_topk():
+    p, q = one_sided_graphs(torch.tensor([0]), torch.tensor([1]), torch.ones(1), 4, 6)
+    graph = ModalityGraph(["text"], 4, 6, (p, q), k=0, period=1, pairing="reference", update="full")
+    torch.manual_seed(0)
+    all_rows = torch.rand(3, 5)
+    users = torch.tensor([1, 2, 3])
+    graph.after_batch(users, {"text": all_rows}, lambda m: [(users, all_rows)])  # idx 0: nothing
+    graph.after_batch(users, {"text": all_rows}, lambda m: [(users[:2], all_rows[:2]), (users[2:], all_rows[2:])])
+    dense = graph.graphs["text"][0].to_dense()
+    for r, u in enumerate(users.tolist()):  # k = 0 is raised to 1: each user's own best item
+        expected = int(all_rows[r].argmax()) + 1
+        assert torch.nonzero(dense[u]).squeeze(1).tolist() == [expected]
+        assert dense[u, expected].item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("overrides", [
+    {"variant": "reference"},
+    {"variant": "paper"},
+    {"use_adversarial": False},
+    {"use_contrastive": False},
+    {"use_gumbel": False},
+    {"gumbel_form": "head", "graph_topk_rate": 0.05, "graph_period": 2},
+    {"mixed_precision": "bf16"},
+])
+def test_every_loss_term_is_finite(toy_multimodal, in_tmp, overrides):
+    config, _, _ = toy_multimodal
+    _, (train, _, _), model, trainer = mmssl(config, **overrides)
+    disc = snapshot(model.discriminator)
+    losses = dict(zip(LOSS_NAMES, trainer._train_epoch(train, 0)))
+    assert all(math.isfinite(v) for v in losses.values())
+    assert losses["bpr"] > 0 and losses["emb_reg"] > 0 and losses["feat_reg"] > 0
+    if overrides.get("use_adversarial") is False:
+        assert losses["generator"] == losses["discriminator"] == 0
+        assert changed(disc, model.discriminator) == set()
+    else:
+        assert losses["discriminator"] != 0 and losses["generator"] != 0
+    if overrides.get("use_contrastive") is False:
+        assert losses["contrastive"] == 0
+
+
+def test_nan_loss_stops_with_a_clear_error(toy_multimodal, in_tmp, monkeypatch):
+    config, _, _ = toy_multimodal
+    _, (train, _, _), model, trainer = mmssl(config)
+    original = model.calculate_loss
+
+    def poisoned(interaction):
+        losses = list(original(interaction))
+        losses[3] = losses[3] * float("nan")
+        return tuple(losses)
+
+    monkeypatch.setattr(model, "calculate_loss", poisoned)
+    with pytest.raises(ValueError, match=r"MMSSL loss contrastive is not finite at epoch 0, batch 0"):
+        trainer._train_epoch(train, 0)
+
+
+def test_one_forward_serves_a_whole_evaluation(toy_multimodal, in_tmp, monkeypatch):
+    config, _, _ = toy_multimodal
+    _, (train, valid, _), model, trainer = mmssl(config, eval_batch_size=200)
+    assert len(valid) > 3
+    calls = []
+    original = model.forward
+    monkeypatch.setattr(model, "forward", lambda: calls.append(1) or original())
+    first = trainer.evaluate(valid, load_best_model=False)
+    assert len(calls) == 1
+    trainer._train_epoch(train, 0)
+    calls.clear()
+    second = trainer.evaluate(valid, load_best_model=False)
+    assert len(calls) == 1 and first != second  # the cache was refreshed after training
+
+
+def test_loss_parts_are_named_in_logs_and_tensorboard(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    _, _, _, trainer = mmssl(config)
+    line = trainer._generate_train_loss_output(3, 0.0, 1.5, (1.0, 2.0, 3.0, 4.0, 5.0, 6.0))
+    assert all(f"{name}: {v:.4f}" in line for name, v in zip(LOSS_NAMES, (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)))
+    logged = []
+    trainer.tensorboard = type("Writer", (), {"add_scalar": lambda self, *a: logged.append(a)})()
+    trainer._add_train_loss_to_tensorboard(3, (1.0, 2.0, 3.0, 4.0, 5.0, 6.0))
+    assert ("Loss/Train/discriminator", 6.0, 3) in logged and ("Loss/Train/recommender", 15.0, 3) in logged
+
+
+def content_dataset(root, shuffle, seed=0):
+    """Users pick items by the items' latent vectors, which the features reveal (or, shuffled, hide)."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items, dim = 300, 120, 4
+    latent, prefs = rng.normal(size=(n_items, dim)), rng.normal(size=(n_users, dim))
+    splits = {"train": [], "valid": [], "test": []}
+    for u in range(n_users):
+        logits = 3 * latent @ prefs[u]
+        prob = np.exp(logits - logits.max())
+        items = rng.choice(n_items, size=8, replace=False, p=prob / prob.sum())
+        for phase, chosen in zip(splits, (items[:6], items[6:7], items[7:])):
+            splits[phase] += [(f"u{u}", f"i{i}") for i in chosen]
+    image = latent @ rng.normal(size=(dim, 16)) + 0.1 * rng.normal(size=(n_items, 16))
+    text = latent @ rng.normal(size=(dim, 8)) + 0.1 * rng.normal(size=(n_items, 8))
+    if shuffle:
+        perm = rng.permutation(n_items)
+        image, text = image[perm], text[perm]
+    features = {"image": image.astype(np.float32), "text": text.astype(np.float32)}
+    write_dataset(root / "data", "content", splits, features, [f"i{k}" for k in range(n_items)])
+
+
+def test_learns_from_content(tmp_path, in_tmp):
+    scores = {}
+    for shuffle in (False, True):
+        root = tmp_path / str(shuffle)
+        content_dataset(root, shuffle)
+        config = base_config(root, "content", modalities=["image", "text"], epochs=3, train_batch_size=64,
+                             embedding_size=32)
+        scores[shuffle] = run_recbole_mmssl(model="MMSSL", config_dict=config, saved=False)["best_valid_score"]
+    assert scores[False] > scores[True] + 0.1, scores
+
+
+def test_train_save_reload_gives_identical_scores(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    result = run_recbole_mmssl(model="MMSSL", config_dict={**config, **SMALL})
+    (saved,) = os.listdir(config["checkpoint_dir"])
+    checkpoint = load_checkpoint(os.path.join(config["checkpoint_dir"], saved))
+    assert {"discriminator_optimizer", "optimizer", "other_parameter"} <= set(checkpoint)
+    assert any(k.startswith("discriminator.") for k in checkpoint["state_dict"])
+    assert "modality_graph" in checkpoint["other_parameter"]
+    cfg, model, _, _, _, test_data = load_data_and_model(os.path.join(config["checkpoint_dir"], saved))
+    trainer = get_trainer(cfg["MODEL_TYPE"], "MMSSL")(cfg, model)
+    assert dict(trainer.evaluate(test_data, load_best_model=False)) == dict(result["test_result"])
+
+
+def test_resumed_run_reproduces_the_uninterrupted_one(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    # stopping_step 0 with an improving first epoch keeps the checkpoint of epoch 0 in both runs
+    _, (train, valid, _), _, full = mmssl(config, epochs=3)
+    full.fit(train, valid, saved=False)
+
+    _, (train, valid, _), _, first = mmssl(config, epochs=1)
+    first.fit(train, valid, saved=True)
+    _, (train, valid, _), _, resumed = mmssl(config, epochs=3)
+    resumed.resume_checkpoint(first.saved_model_file)
+    assert resumed.start_epoch == 1
+    resumed.fit(train, valid, saved=False)
+
+    for name, value in full.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    for m in ("image", "text"):
+        a, b = full.model.modality_graph.graphs[m][0], resumed.model.modality_graph.graphs[m][0]
+        assert torch.equal(a.to_dense(), b.to_dense())
+
+
+def test_amazon_baby_without_features_stops_before_training(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "run_recbole_mmssl.py"), "--dataset=amazon-baby"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "amazon-baby needs item features that are not installed" in out.stderr
+    assert "expected shape (7050, 4096)" in out.stderr and "prepare features" in out.stderr
+    assert "epoch 0 training" not in out.stdout + out.stderr
