@@ -1,5 +1,6 @@
 """MMSSL's parts against independent oracles (spec §17) and hand-computed references."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -94,7 +95,7 @@ def test_generator_rows_are_zero_on_training_items_and_unit_norm():
     """Oracle 4."""
     torch.manual_seed(2)
     block = (torch.rand(6, 10) < 0.3).float()
-    rows = relation_rows(torch.randn(6, 4), torch.randn(10, 4), block)
+    rows = relation_rows(torch.randn(6, 4), torch.randn(10, 4), block.nonzero(as_tuple=True))
     assert torch.all(rows[block.bool()] == 0)
     torch.testing.assert_close(rows.norm(dim=1), torch.ones(6))
 
@@ -108,11 +109,13 @@ def test_gumbel_rows_are_probability_rows(form, monkeypatch):
     original = torch.softmax
 
     def spy(x, dim):
-        captured["soft"] = original(x, dim=dim)
-        return captured["soft"]
+        result = original(x, dim=dim)
+        captured["soft"] = result.clone()
+        return result
 
     monkeypatch.setattr(torch, "softmax", spy)
-    rows = real_rows(block, torch.zeros(4, 12), tau=0.005, noise_scale=1e-5, form=form, aux_weight=100.0)
+    rows = real_rows(block.nonzero(as_tuple=True), torch.zeros(4, 12), tau=0.005, noise_scale=1e-5, form=form,
+                     aux_weight=100.0)
     soft = captured["soft"]
     assert torch.all(soft >= 0)
     torch.testing.assert_close(soft.sum(1), torch.ones(4))
@@ -159,6 +162,9 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_critic():
     class UnitCritic(torch.nn.Module):
         def forward(self, x):
             return x[:, 0] * 1.0
+
+        def precision(self, device):
+            return contextlib.nullcontext()
 
     real, fake = torch.rand(8, 5), torch.rand(8, 5)
     loss = discriminator_loss(UnitCritic(), real, fake, gp_weight=1.0)

@@ -40,8 +40,13 @@ class Discriminator(nn.Module):
                 nn.init.kaiming_normal_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def precision(self, device):
+        """The autocast region of the chosen precision; wrap a whole step in it so that the
+        weights are cast once per step, not once per call."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
     def forward(self, rows):
-        with torch.autocast(rows.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with self.precision(rows.device):
             logits = self.layers(rows)
         return self.output_scale * torch.sigmoid(logits.float()).squeeze(-1)
 
@@ -57,11 +62,13 @@ def gradient_penalty(discriminator, real, fake):
 def discriminator_loss(discriminator, real, fake, gp_weight):
     """WGAN-GP critic loss: -mean D(real) + mean D(fake) + gp_weight * penalty (inputs detached)."""
     real, fake = real.detach(), fake.detach()
-    fake_score = discriminator(fake).mean()
-    real_score = discriminator(real).mean()
-    return -real_score + fake_score + gp_weight * gradient_penalty(discriminator, real, fake)
+    with discriminator.precision(real.device):
+        fake_score = discriminator(fake).mean()
+        real_score = discriminator(real).mean()
+        return -real_score + fake_score + gp_weight * gradient_penalty(discriminator, real, fake)
 
 
 def generator_loss(discriminator, fake):
     """-mean D(fake): pushes the modality relation rows towards what D scores as real."""
-    return -discriminator(fake).mean()
+    with discriminator.precision(fake.device):
+        return -discriminator(fake).mean()

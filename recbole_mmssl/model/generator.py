@@ -7,28 +7,42 @@ import torch
 from recbole_mmssl.model.layers import one_sided_graphs, rownorm
 
 
-def relation_rows(user_rows, items, train_block):
-    """rownorm((X_B Y^T) * (1 - R_B)): scores of batch users over all items, training items zeroed."""
-    return rownorm((user_rows @ items.T) * (1.0 - train_block))
+def relation_rows(user_rows, items, entries, out=None):
+    """rownorm((X_B Y^T) with the training entries zeroed): batch users' scores over all items.
+
+    ``entries`` = (row, column) indices of the batch's training interactions. Without autograd
+    the rows are computed in place (into ``out`` when given).
+    """
+    if torch.is_grad_enabled() and (user_rows.requires_grad or items.requires_grad):
+        scores = (user_rows @ items.T).index_put(entries, user_rows.new_zeros(()))
+        return rownorm(scores)
+    scores = torch.mm(user_rows, items.T, out=out)
+    scores.index_put_(entries, scores.new_zeros(()))
+    return scores.div_(scores.norm(dim=-1, keepdim=True).clamp_min_(1e-12))
 
 
-def real_rows(train_block, ui_rows, tau, noise_scale, form, aux_weight, use_gumbel=True):
-    """The rows the discriminator learns to call real: Gumbel-softened interactions plus the
-    auxiliary signal ``aux_weight * ui_rows`` from the final embeddings, row-normalised.
+def real_rows(entries, ui_rows, tau, noise_scale, form, aux_weight, use_gumbel=True):
+    """The rows the discriminator learns to call real (computed in place, without autograd):
+    Gumbel-softened interactions plus ``aux_weight * ui_rows`` from the final embeddings,
+    row-normalised.
 
     ``form`` "orig": softmax((R + s g) / tau) (reference code of Feb 2023, the paper's form);
     "head": softmax(R + (s / tau) g) (the later refactor's operator-precedence slip).
-    Without the Gumbel transform (ablation w/o-GT) the raw interaction rows are used.
+    Without the Gumbel transform (ablation w/o-GT) the raw interaction rows R are used.
     """
-    soft = train_block
+    ones = ui_rows.new_ones(())
     if use_gumbel:
-        uniform = torch.rand_like(train_block)
-        gumbel = -torch.log(-torch.log(uniform + 1e-8) + 1e-8)
+        noise = torch.rand_like(ui_rows)
+        noise.add_(1e-8).log_().neg_().add_(1e-8).log_().neg_()  # standard Gumbel samples g
         if form == "orig":
-            soft = torch.softmax((train_block + noise_scale * gumbel) / tau, dim=-1)
+            soft = noise.mul_(noise_scale).index_put_(entries, ones, accumulate=True).div_(tau)
         else:
-            soft = torch.softmax(train_block + (noise_scale / tau) * gumbel, dim=-1)
-    return rownorm(soft + aux_weight * ui_rows)
+            soft = noise.mul_(noise_scale / tau).index_put_(entries, ones, accumulate=True)
+        soft = torch.softmax(soft, dim=-1)
+    else:
+        soft = torch.zeros_like(ui_rows).index_put_(entries, ones)
+    rows = soft.add_(ui_rows, alpha=aux_weight)
+    return rows.div_(rows.norm(dim=-1, keepdim=True).clamp_min_(1e-12))
 
 
 def topk_pairs(users, rows, k, pairing):

@@ -148,16 +148,15 @@ class MMSSL(GeneralRecommender):
         self.register_buffer("train_indices", torch.from_numpy(matrix.indices).long().to(self.device),
                              persistent=False)
 
-    def train_rows(self, users):
-        """Dense 0/1 training rows R_B [b, n_real_items] of ``users`` (columns = item id - 1)."""
+    def train_entries(self, users):
+        """(row, column) indices of the training interactions of ``users`` in a [b, n_real_items]
+        block (column = item id - 1): the sparse form of R_B."""
         starts, ends = self.train_indptr[users], self.train_indptr[users + 1]
         counts = ends - starts
         rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
         first = torch.repeat_interleave(starts - torch.cumsum(counts, 0) + counts, counts)
         cols = self.train_indices[first + torch.arange(len(rows), device=users.device)] - 1
-        block = torch.zeros(len(users), self.n_real_items, device=users.device)
-        block[rows, cols] = 1.0
-        return block
+        return rows, cols
 
     def forward(self):
         """All users' and items' representations (spec §3), in the module's train/eval mode."""
@@ -178,20 +177,27 @@ class MMSSL(GeneralRecommender):
         items = items + self.mm_weight * sum(rownorm(feat_item[m]) for m in self.modalities)
         return MMSSLOutput(users, items, feat_user, feat_item, view_user)
 
-    def modality_rows(self, out, users, block):
-        """Generator rows S^m_B for each modality (spec §4)."""
-        return {m: relation_rows(out.feat_user[m][users], out.feat_item[m][1:], block) for m in self.modalities}
+    def modality_rows(self, out, users, entries):
+        """Generator rows S^m_B for each modality (spec §4), with autograd."""
+        return {m: relation_rows(out.feat_user[m][users], out.feat_item[m][1:], entries) for m in self.modalities}
 
     def discriminator_loss(self, interaction):
-        """WGAN-GP loss of the discriminator step (spec §7, §11.3 step 2); inputs carry no gradient."""
+        """WGAN-GP loss of the discriminator step (spec §7, §11.3 step 2); inputs carry no gradient.
+
+        fake = [S^m_B for each modality] stacked, real = the real rows stacked as many times.
+        """
         users = interaction[self.USER_ID]
+        b, n_modalities = len(users), len(self.modalities)
         with torch.no_grad():
             out = self.forward()
-            block = self.train_rows(users)
-            ui_rows = relation_rows(out.user[users], out.item[1:], block)
-            fake = torch.cat(list(self.modality_rows(out, users, block).values()))
-            real = real_rows(block, ui_rows, self.gumbel_tau, self.gumbel_noise_scale, self.gumbel_form,
-                             self.aux_weight, self.use_gumbel).repeat(len(self.modalities), 1)
+            entries = self.train_entries(users)
+            fake = out.user.new_empty(n_modalities * b, self.n_real_items)
+            for j, m in enumerate(self.modalities):
+                relation_rows(out.feat_user[m][users], out.feat_item[m][1:], entries, out=fake[j * b:(j + 1) * b])
+            ui_rows = relation_rows(out.user[users], out.item[1:], entries)
+            rows = real_rows(entries, ui_rows, self.gumbel_tau, self.gumbel_noise_scale, self.gumbel_form,
+                             self.aux_weight, self.use_gumbel)
+            real = rows.repeat(n_modalities, 1)
         return discriminator_loss(self.discriminator, real, fake, self.gp_weight)
 
     def calculate_loss(self, interaction):
@@ -212,8 +218,7 @@ class MMSSL(GeneralRecommender):
         contrastive = zero
         if self.use_contrastive:
             contrastive = sum(self.contrastive_loss(out.view_user[m][users], u) for m in self.modalities)
-        block = self.train_rows(users)
-        rows = self.modality_rows(out, users, block)
+        rows = self.modality_rows(out, users, self.train_entries(users))
         generator = zero
         if self.use_adversarial:
             generator = generator_loss(self.discriminator, torch.cat(list(rows.values())))
@@ -236,7 +241,7 @@ class MMSSL(GeneralRecommender):
             for start in range(0, len(users), block_size):
                 chunk = users[start:start + block_size]
                 rows = relation_rows(out.feat_user[modality][chunk], out.feat_item[modality][1:],
-                                     self.train_rows(chunk))
+                                     self.train_entries(chunk))
                 yield chunk, rows
 
     def recommender_parameters(self):

@@ -1,0 +1,218 @@
+"""MMSSL speed and memory benchmark (run by hand, not by CI).
+
+    python benchmarks/benchmark.py                      # tiktok and amazon-baby, CPU (and GPU if present)
+    python benchmarks/benchmark.py --scales tiktok --precisions fp32 bf16 --batches 5
+
+For each scale, device and precision (each in a fresh process, so peak memory is its own):
+per-batch time of the discriminator step and of the recommender step, one full-ranking
+validation pass, the estimated epoch time, peak memory, and two yardsticks measured in the
+same process:
+* the floor: the discriminator's dense layers alone (same shapes, same autograd program:
+  three critic forwards, the gradient penalty's double backward, the generator forward and
+  input gradient), without BatchNorm, dropout, activations or anything else;
+* RecBole's LightGCN: one training epoch on the same data.
+Scales: ``tiktok`` is the bundled real data; ``amazon-baby`` is Amazon-Baby's real split
+with RANDOM features of the real shapes (4096-d image, 1024-d text), labelled synthetic.
+Prints a table and writes JSON (``--out``).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SCALES = {
+    "tiktok": {"dataset": "tiktok", "synthetic": False},
+    "amazon-baby": {"dataset": "amazon-baby", "synthetic": True, "dims": {"image": 4096, "text": 1024}},
+}
+
+
+def synthetic_baby(root):
+    """Amazon-Baby's real interactions plus random features of the real shapes."""
+    src = REPO / "dataset" / "amazon-baby"
+    folder = Path(root) / "amazon-baby"
+    folder.mkdir(parents=True, exist_ok=True)
+    for phase in ("train", "valid", "test"):
+        (folder / f"amazon-baby.{phase}.inter").write_bytes((src / f"amazon-baby.{phase}.inter").read_bytes())
+    tokens = (src / "amazon-baby.feature_items").read_text()
+    (folder / "amazon-baby.feature_items").write_text(tokens)
+    rng = np.random.default_rng(0)
+    for modality, dim in SCALES["amazon-baby"]["dims"].items():
+        np.save(folder / f"amazon-baby.{modality}.npy",
+                rng.random((len(tokens.split()), dim), dtype=np.float32))
+    return str(root)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats):
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def floor_program(model, batch_users, device, bf16):
+    """The discriminator's Linear layers alone, run through the same autograd program."""
+    disc = model.discriminator
+    weights = [m for m in disc.layers if isinstance(m, torch.nn.Linear)]
+    rows = len(model.modalities) * batch_users
+    fake = torch.rand(rows, model.n_real_items, device=device)
+    real = torch.rand(rows, model.n_real_items, device=device)
+    mixed = torch.rand(rows, model.n_real_items, device=device)
+    gen = torch.rand(rows, model.n_real_items, device=device, requires_grad=True)
+
+    def bare(x):
+        for linear in weights:
+            x = linear(x)
+        return x
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            leaf = mixed.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(bare(leaf).sum(), leaf, create_graph=True)
+            loss = bare(fake).mean() - bare(real).mean() + grad.norm(2, dim=1).mean()
+        loss.backward()
+        disc.requires_grad_(False)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            gen_loss = bare(gen).mean()
+        gen_loss.backward()
+        disc.requires_grad_(True)
+        disc.zero_grad(set_to_none=True)
+
+    return step
+
+
+def lightgcn_epoch(dataset, data_path, device):
+    from recbole_mmssl.config import Config
+    from recbole_mmssl.quick_start import build_model, prepare_data
+    from recbole_mmssl.utils import get_trainer
+
+    config = Config(model="LightGCN", dataset=dataset, config_dict={
+        "state": "ERROR", "show_progress": False, "data_path": data_path, "gpu_id": "0" if device.type == "cuda" else ""})
+    _, (train, _, _) = prepare_data(config)
+    trainer = get_trainer(config["MODEL_TYPE"], "LightGCN")(config, build_model(config, train))
+    trainer._train_epoch(train, 0)
+    sync(device)
+    start = time.perf_counter()
+    trainer._train_epoch(train, 1)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def measure(scale, device_name, precision, batches, data_path):
+    """One configuration, in this process."""
+    from recbole_mmssl.config import Config
+    from recbole_mmssl.quick_start import build_model, prepare_data
+    from recbole_mmssl.utils import get_trainer
+
+    device = torch.device(device_name)
+    info = SCALES[scale]
+    config = Config(model="MMSSL", dataset=info["dataset"], config_dict={
+        "state": "ERROR", "show_progress": False, "data_path": data_path,
+        "gpu_id": "0" if device.type == "cuda" else "", "mixed_precision": "bf16" if precision == "bf16" else None})
+    _, (train, valid, _) = prepare_data(config)
+    model = build_model(config, train)
+    trainer = get_trainer(config["MODEL_TYPE"], "MMSSL")(config, model)
+    model.train()
+    model.modality_graph.start_epoch()
+    batch = next(iter(train)).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    d_step = timed(lambda: trainer._discriminator_step(batch), device, batches)
+    g_step = timed(lambda: trainer._recommender_step(batch), device, batches)
+    evaluation = timed(lambda: (model.train(False), trainer.evaluate(valid, load_best_model=False)), device, 1)
+    floor = timed(floor_program(model, train._batch_size, device, precision == "bf16"), device, batches)
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    lightgcn = lightgcn_epoch(info["dataset"], data_path, device)
+    epoch = len(train) * (d_step + g_step) + evaluation
+    return {
+        "scale": scale, "synthetic_features": info["synthetic"], "device": device_name,
+        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),
+        "precision": precision, "threads": torch.get_num_threads(), "users": model.n_users - 1,
+        "items": model.n_real_items, "batches_per_epoch": len(train), "batch_users": train._batch_size,
+        "d_step_s": d_step, "g_step_s": g_step, "batch_s": d_step + g_step, "floor_s": floor,
+        "batch_over_floor": (d_step + g_step) / floor, "eval_s": evaluation, "epoch_s": epoch,
+        "lightgcn_epoch_s": lightgcn, "epoch_over_lightgcn": epoch / lightgcn,
+        "peak_memory_gb": peak / 1e9, "peak_memory_kind": "GPU allocated" if device.type == "cuda" else "process RSS",
+    }
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def table(results):
+    head = ("scale", "device", "prec", "D step", "G step", "batch", "floor", "x floor", "eval", "epoch",
+            "LightGCN", "x LGCN", "peak GB")
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in results:
+        scale = r["scale"] + (" (synthetic features)" if r["synthetic_features"] else "")
+        lines.append(" | ".join([
+            scale, r["device"], r["precision"], f"{r['d_step_s']:.3f}s", f"{r['g_step_s']:.3f}s",
+            f"{r['batch_s']:.3f}s", f"{r['floor_s']:.3f}s", f"{r['batch_over_floor']:.2f}", f"{r['eval_s']:.2f}s",
+            f"{r['epoch_s']:.1f}s", f"{r['lightgcn_epoch_s']:.2f}s", f"{r['epoch_over_lightgcn']:.0f}",
+            f"{r['peak_memory_gb']:.2f}"]))
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
+    parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--batches", type=int, default=3, help="timed repetitions per step (median)")
+    parser.add_argument("--out", default="benchmark_results.json")
+    parser.add_argument("--one", nargs=4, metavar=("SCALE", "DEVICE", "PRECISION", "DATA_PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        scale, device, precision, data_path = args.one
+        print(json.dumps(measure(scale, device, precision, args.batches, data_path)))
+        return
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for scale in args.scales:
+            data_path = synthetic_baby(tmp) if SCALES[scale]["synthetic"] else str(REPO / "dataset")
+            for device in args.devices:
+                for precision in args.precisions:
+                    cmd = [sys.executable, __file__, "--batches", str(args.batches), "--one", scale, device,
+                           precision, data_path]
+                    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=dict(os.environ))
+                    if out.returncode != 0:
+                        print(f"{scale} {device} {precision} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+                        continue
+                    results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    print(table(results[-1:]).splitlines()[-1], flush=True)
+    print(table(results))
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
