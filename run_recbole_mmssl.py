@@ -1,17 +1,54 @@
-"""Train and evaluate a model with the plugin: python run_recbole_mmssl.py --dataset=tiktok
+"""Train and evaluate a model with the plugin, or search its hyperparameters with Ray Tune.
+
+    python run_recbole_mmssl.py --dataset=tiktok                      # MMSSL on the bundled TikTok
+    python run_recbole_mmssl.py --model=LightGCN --dataset=tiktok     # any RecBole model, same protocol
+    python run_recbole_mmssl.py --dataset=tiktok --tune=properties/tune/mmssl.yaml --num_samples=8
 
 Takes RecBole's flags (--model, --dataset, --config_files) and any --key=value override.
 """
 
 import argparse
 
-from recbole_mmssl.quick_start import run_recbole_mmssl
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", "-m", default="MMSSL", help="model name: the plugin's or RecBole's")
-    parser.add_argument("--dataset", "-d", default="tiktok", help="dataset name (a folder under data_path)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", default=None, help="model name, the plugin's or RecBole's (default: MMSSL)")
+    parser.add_argument("--dataset", "-d", default=None, help="dataset name: a folder under data_path")
     parser.add_argument("--config_files", default=None, help="space-separated config files")
+    tune = parser.add_argument_group("hyperparameter search (Ray Tune)")
+    tune.add_argument("--tune", metavar="FILE", help="search space: a YAML file or RecBole's .hyper format")
+    tune.add_argument("--num_samples", type=int, default=1, help="samples of the space (grids repeat)")
+    tune.add_argument("--cpus_per_trial", type=float, default=1)
+    tune.add_argument("--gpus_per_trial", type=float, default=0, help="fractions share a GPU")
+    tune.add_argument("--max_concurrent_trials", type=int, default=None)
+    tune.add_argument("--ray_address", default=None, help="join this Ray cluster (default: a local Ray)")
+    tune.add_argument("--tune_output", default="ray_results", help="folder of the experiment folders")
+    tune.add_argument("--experiment_name", default=None)
+    tune.add_argument("--resume", metavar="NAME", help="resume the interrupted experiment NAME")
+    tune.add_argument("--grace_period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
+    tune.add_argument("--reduction_factor", type=float, default=2, help="ASHA: keep 1/this of trials per rung")
     args, _ = parser.parse_known_args()
     config_files = args.config_files.split() if args.config_files else None
-    run_recbole_mmssl(model=args.model, dataset=args.dataset, config_file_list=config_files)
+    if args.resume and not args.tune:
+        parser.error("--resume needs the experiment's --tune file")
+
+    if args.tune:
+        import pandas as pd
+
+        from recbole_mmssl.tune import run_search
+
+        table, best, folder = run_search(
+            args.model, args.dataset, args.tune, config_file_list=config_files, num_samples=args.num_samples,
+            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+            max_concurrent_trials=args.max_concurrent_trials, ray_address=args.ray_address,
+            output_dir=args.tune_output, experiment_name=args.resume or args.experiment_name,
+            resume=bool(args.resume), grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+        with pd.option_context("display.max_columns", None, "display.width", 250):
+            print(table.to_string())
+        print(f"\nTrials: {folder}/trials.csv")
+        if best is not None:
+            print(f"Best configuration: {folder}/best_config.yaml "
+                  f"(python run_recbole_mmssl.py --config_files={folder}/best_config.yaml)")
+    else:
+        from recbole_mmssl.quick_start import run_recbole_mmssl
+
+        run_recbole_mmssl(model=args.model, dataset=args.dataset, config_file_list=config_files)

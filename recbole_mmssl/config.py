@@ -12,21 +12,20 @@ from recbole.config.configurator import Config as RecBoleConfig
 from recbole_mmssl.compat import install_numpy_aliases
 from recbole_mmssl.utils import get_model, properties_dir, repository_dataset_dir
 
-RECBOLE_DEFAULT_DATA_PATH = "dataset/"
+DEFAULT_MODEL = "MMSSL"
 
 
 class Config(RecBoleConfig):
-    """RecBole's Config with plugin model lookup and the plugin's property files."""
+    """RecBole's Config with plugin model lookup and the plugin's property files; the model
+    defaults to MMSSL."""
 
     def compatibility_settings(self):
         install_numpy_aliases()
 
     def _get_model_and_dataset(self, model, dataset):
-        if model is None and "model" not in self.external_config_dict:
-            raise KeyError("Name a model: --model=MMSSL on the command line, or 'model' in a config file.")
         if dataset is None and "dataset" not in self.external_config_dict:
             raise KeyError("Name a dataset: --dataset=tiktok on the command line, or 'dataset' in a config file.")
-        model = model if model is not None else self.external_config_dict["model"]
+        model = model if model is not None else self.external_config_dict.get("model", DEFAULT_MODEL)
         dataset = dataset if dataset is not None else self.external_config_dict["dataset"]
         if isinstance(model, str):
             return model, get_model(model), dataset

@@ -15,10 +15,11 @@ from recbole_mmssl.config import Config
 from recbole_mmssl.utils import create_dataset, data_preparation, get_trainer
 
 
-def prepare_data(config):
-    """The dataset and its train, valid and test dataloaders, seeded as RecBole does."""
+def prepare_data(config, dataset=None):
+    """The dataset (built unless given) and its train, valid and test dataloaders, seeded as
+    RecBole does."""
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
+    dataset = dataset if dataset is not None else create_dataset(config)
     return dataset, data_preparation(config, dataset)
 
 

@@ -1,0 +1,152 @@
+"""Ray Tune searches on tiny data with a local Ray of 2 CPUs, and against a `ray start` head."""
+
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, base_config, toy_splits, write_dataset
+from test_trainer import content_dataset
+
+ray = pytest.importorskip("ray")
+from ray.tune.search.sample import Categorical, Float  # noqa: E402
+
+from recbole_mmssl.tune import SearchSpaceError, load_search_space, run_search  # noqa: E402
+
+
+def write(path, text):
+    Path(path).write_text(text)
+    return str(path)
+
+
+def test_yaml_space_samplers_and_fixed_values(tmp_path):
+    space, fixed = load_search_space(write(tmp_path / "s.yaml", (
+        "learning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n"
+        "n_layers: {grid: [1, 2]}\n"
+        "gumbel_tau: {choice: [0.002, 0.005]}\n"
+        "g_weight: {qloguniform: [1.0e-5, 1.0e-2, 1.0e-5]}\n"
+        "embedding_size: {qrandint: [16, 64, 16]}\n"
+        "epochs: 3\n")))
+    assert fixed == {"epochs": 3}
+    assert isinstance(space["learning_rate"], Float)
+    assert (space["learning_rate"].lower, space["learning_rate"].upper) == (1e-4, 1e-2)
+    assert space["n_layers"] == {"grid_search": [1, 2]}
+    assert isinstance(space["gumbel_tau"], Categorical) and space["gumbel_tau"].categories == [0.002, 0.005]
+    assert all(16 <= space["embedding_size"].sample() <= 64 for _ in range(20))
+
+
+def test_recbole_hyper_file(tmp_path):
+    space, fixed = load_search_space(write(tmp_path / "s.hyper", (
+        "learning_rate loguniform -8,0\n"
+        "embedding_size choice [64,96,128]\n"
+        "dropout uniform 0.1,0.5\n"
+        "reg_weight quniform 1,5,1\n")))
+    assert fixed == {}
+    assert space["learning_rate"].lower == pytest.approx(math.exp(-8)) and space["learning_rate"].upper == 1.0
+    assert space["embedding_size"].categories == [64, 96, 128]
+    assert (space["dropout"].lower, space["dropout"].upper) == (0.1, 0.5)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("learning_rate: {lognormal: [1, 2]}\n", r"learning_rate uses sampler 'lognormal'"),
+    ("learning_rate: {uniform: [0.1]}\n", r"learning_rate: uniform takes 2 numbers"),
+    ("learning_rate: {loguniform: [0, 1]}\n", r"needs positive bounds"),
+    ("learning_rate: {uniform: [2, 1]}\n", r"needs low < high"),
+    ("epochs: 3\n", r"defines no searched key"),
+])
+def test_bad_search_spaces(tmp_path, text, message):
+    with pytest.raises(SearchSpaceError, match=message):
+        load_search_space(write(tmp_path / "s.yaml", text))
+
+
+def test_bundled_spaces_load():
+    space, _ = load_search_space(REPO / "properties" / "tune" / "mmssl.yaml")
+    assert {"learning_rate", "d_learning_rate", "g_weight", "gumbel_tau", "cl_temperature", "cl_weight",
+            "n_layers"} <= set(space)
+    space, _ = load_search_space(REPO / "properties" / "tune" / "lightgcn.hyper")
+    assert {"learning_rate", "reg_weight", "n_layers"} == set(space)
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def test_search_writes_table_and_best_yaml_that_reproduces(tmp_path, in_tmp, local_ray):
+    """lr 0.05 against lr 0 (no learning): ASHA stops the second before its last epoch."""
+    content_dataset(tmp_path, shuffle=False)
+    config = base_config(tmp_path, "content", epochs=4, train_batch_size=256, embedding_size=16)
+    space = write(tmp_path / "space.yaml", "learning_rate: {grid: [0.05, 0.0]}\n")
+    table, best, folder = run_search("LightGCN", "content", space, config_dict=config, max_concurrent_trials=1,
+                                     output_dir=str(tmp_path / "ray_results"), experiment_name="lr")
+    assert list(table["learning_rate"]) == [0.05, 0.0]
+    assert list(table["status"]) == ["completed", "stopped early"]
+    assert table["epochs"][1] < 4 and table["recall@20"][0] > table["recall@20"][1]
+    assert not math.isnan(table["test/recall@20"][0])
+    assert (Path(folder) / "trials.csv").is_file()
+    saved = yaml.safe_load((Path(folder) / "best_config.yaml").read_text())
+    assert saved == best and best["learning_rate"] == 0.05 and best["model"] == "LightGCN"
+
+    out = subprocess.run([sys.executable, str(REPO / "run_recbole_mmssl.py"),
+                          f"--config_files={folder}/best_config.yaml", "--state=INFO"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    valid = re.search(r"best valid : OrderedDict\((.*)\)", out.stdout + out.stderr).group(1)
+    assert f"('recall@20', {table['recall@20'][0]})" in valid
+
+
+def test_failing_trial_is_recorded_while_others_finish(tmp_path, in_tmp, local_ray):
+    features = {"image": __import__("numpy").random.default_rng(0).normal(size=(80, 4)).astype("float32")}
+    write_dataset(tmp_path / "data", "toy", toy_splits(), features, [f"i{k}" for k in range(80)])
+    config = base_config(tmp_path, "toy", modalities=["image"], epochs=2, train_batch_size=16, embedding_size=8,
+                         n_heads=2)
+    space = write(tmp_path / "space.yaml", "variant: {grid: [reference, bogus, paper]}\n")
+    table, best, _ = run_search("MMSSL", "toy", space, config_dict=config,
+                                output_dir=str(tmp_path / "ray_results"), experiment_name="fail")
+    status = dict(zip(table["variant"], table["status"]))
+    assert status["reference"] == status["paper"] == "completed"
+    assert status["bogus"].startswith("failed") and "variant" in status["bogus"]
+    assert best["variant"] in ("reference", "paper")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_search_on_a_started_head_node(tmp_path):
+    """The README's cluster commands: `ray start --head`, then the search with --ray_address."""
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                            "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        content_dataset(tmp_path, shuffle=False)
+        config = base_config(tmp_path, "content", epochs=2, train_batch_size=256, embedding_size=16)
+        config.pop("dataset")
+        write(tmp_path / "base.yaml", yaml.safe_dump(config))
+        write(tmp_path / "space.yaml", "learning_rate: {choice: [0.01, 0.05]}\n")
+        out = subprocess.run(
+            [sys.executable, str(REPO / "run_recbole_mmssl.py"), "--model=LightGCN", "--dataset=content",
+             "--config_files=base.yaml", "--tune=space.yaml", "--num_samples=2",
+             f"--ray_address=127.0.0.1:{port}", "--experiment_name=cluster"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "Connecting to existing Ray cluster" in out.stderr + out.stdout
+        assert (tmp_path / "ray_results" / "cluster" / "best_config.yaml").is_file()
+        trials = (tmp_path / "ray_results" / "cluster" / "trials.csv").read_text().splitlines()
+        assert len(trials) == 3 and all(",completed," in row for row in trials[1:])
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=env)
