@@ -219,8 +219,9 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
             tuner = tune.Tuner.restore(experiment, trainable, resume_errored=False, restart_errored=False)
         else:
             # max_t leaves room for the final report (best validation and test metrics)
-            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=driver["epochs"] + 1,
-                                      grace_period=grace_period, reduction_factor=reduction_factor)
+            max_t = driver["epochs"] + 1
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+                                      grace_period=min(grace_period, max_t), reduction_factor=reduction_factor)
             tuner = tune.Tuner(
                 trainable, param_space=space,
                 tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=num_samples, scheduler=scheduler,

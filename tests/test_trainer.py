@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, base_config, write_dataset
+from conftest import REPO, base_config, toy_splits, write_dataset
 from recbole_mmssl import run_recbole_mmssl
 from recbole_mmssl.compat import load_checkpoint
 from recbole_mmssl.config import Config
@@ -175,6 +175,17 @@ def test_every_loss_term_is_finite(toy_multimodal, in_tmp, overrides):
         assert losses["discriminator"] != 0 and losses["generator"] != 0
     if overrides.get("use_contrastive") is False:
         assert losses["contrastive"] == 0
+
+
+@pytest.mark.parametrize("modalities", [["image"], ["image", "text", "audio"]])
+def test_any_number_of_modalities(tmp_path, in_tmp, modalities):
+    rng = np.random.default_rng(0)
+    features = {m: rng.normal(size=(80, 3 + k)).astype(np.float32) for k, m in enumerate(modalities)}
+    write_dataset(tmp_path / "data", "multi", toy_splits(), features, [f"i{k}" for k in range(80)])
+    _, (train, _, _), model, trainer = mmssl(base_config(tmp_path, "multi", modalities=modalities))
+    assert list(model.encoders) == modalities
+    losses = trainer._train_epoch(train, 0)
+    assert all(math.isfinite(v) for v in losses)
 
 
 def test_nan_loss_stops_with_a_clear_error(toy_multimodal, in_tmp, monkeypatch):

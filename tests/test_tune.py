@@ -150,3 +150,40 @@ def test_search_on_a_started_head_node(tmp_path):
         assert len(trials) == 3 and all(",completed," in row for row in trials[1:])
     finally:
         subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+def test_interrupted_search_resumes(tmp_path):
+    """SIGINT after the first trial has finished; --resume runs the rest without repeating it."""
+    import signal
+    import time
+
+    content_dataset(tmp_path, shuffle=False)
+    config = base_config(tmp_path, "content", epochs=3, train_batch_size=256, embedding_size=16)
+    config.pop("dataset")
+    write(tmp_path / "base.yaml", yaml.safe_dump(config))
+    write(tmp_path / "space.yaml", "learning_rate: {grid: [0.05, 0.02, 0.01]}\n")
+    command = [sys.executable, str(REPO / "run_recbole_mmssl.py"), "--model=LightGCN", "--dataset=content",
+               "--config_files=base.yaml", "--tune=space.yaml", "--max_concurrent_trials=1",
+               "--experiment_name=resumable", "--grace_period=10"]  # no ASHA stops here
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    search = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                              text=True)
+    experiment = tmp_path / "ray_results" / "resumable"
+    deadline = time.time() + 240
+    first = None
+    while time.time() < deadline and first is None:
+        time.sleep(0.5)
+        assert search.poll() is None, search.communicate()[0][-3000:]
+        finished = [p for p in experiment.glob("*/result.json") if '"finished": true' in p.read_text()]
+        first = finished[0] if finished else None
+    assert first is not None, "the first trial did not finish in time"
+    search.send_signal(signal.SIGINT)
+    search.communicate(timeout=240)
+    lines_before = first.read_text().count("\n")
+
+    out = subprocess.run(command + ["--resume=resumable"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = (experiment / "trials.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(",completed," in row for row in rows[1:]), rows
+    assert first.read_text().count("\n") == lines_before  # the finished trial was not run again
