@@ -3,6 +3,8 @@
 * numpy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which RecBole's
   ``Config.compatibility_settings`` reads on every construction; RecBole's metrics and
   dataset code also use the old aliases ``np.float``, ``np.bool``, ``np.long``.
+* scipy 1.13 removed ``dok_matrix._update``, which RecBole's LightGCN, NGCF, NCL and other
+  graph baselines call to build their adjacency matrices.
 * torch >= 2.6 loads with ``weights_only=True``; RecBole's checkpoints hold the pickled
   ``Config``, so its reload paths fail. Checkpoints written by this package's trainers are
   loaded with :func:`load_checkpoint`, which trusts them explicitly.
@@ -31,6 +33,17 @@ def install_numpy_aliases():
     for name, value in _NUMPY_ALIASES.items():
         if name not in np.__dict__:
             setattr(np, name, value)
+
+
+def install_scipy_dok_update():
+    """Give scipy's dok_matrix back the ``_update`` RecBole's graph models call (only where absent)."""
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update"):
+        def _update(self, data):
+            self._dict.update(data)
+
+        sp.dok_matrix._update = _update
 
 
 def load_checkpoint(path, map_location=None):

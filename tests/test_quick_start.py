@@ -27,6 +27,17 @@ def test_numpy_aliases_recbole_reads():
     assert np.float is np.float64 and np.long is np.int_
 
 
+def test_scipy_dok_update_recbole_graph_models_call():
+    import scipy.sparse as sp
+
+    matrix = sp.dok_matrix((3, 4), dtype=np.float32)
+    matrix._update({(0, 1): 1, (2, 3): 1, (1, 0): 1})
+    expected = np.zeros((3, 4), dtype=np.float32)
+    expected[0, 1] = expected[2, 3] = expected[1, 0] = 1
+    np.testing.assert_array_equal(matrix.toarray(), expected)
+    assert matrix.nnz == 3
+
+
 def test_discovery_falls_back_to_recbole():
     assert get_model("LightGCN") is LightGCN
     trainer = get_trainer(ModelType.GENERAL, "LightGCN")
