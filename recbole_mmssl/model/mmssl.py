@@ -135,7 +135,7 @@ class MMSSL(GeneralRecommender):
                 "spec §8.3). Set graph_update: full for graphs over all users.")
 
     def _init_graphs(self, dataset):
-        """Training graph P, Q (spec §1.3) and CSR arrays for dense batch rows of R."""
+        """Training graph P, Q (spec §1.3) and the CSR arrays that give each batch its entries of R."""
         matrix = dataset.inter_matrix(form="csr")
         matrix.sum_duplicates()
         matrix.data[:] = 1.0
