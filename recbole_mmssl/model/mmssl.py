@@ -151,6 +151,7 @@ class MMSSL(GeneralRecommender):
     def train_entries(self, users):
         """(row, column) indices of the training interactions of ``users`` in a [b, n_real_items]
         block (column = item id - 1): the sparse form of R_B."""
+        users = users.to(self.train_indptr.device)
         starts, ends = self.train_indptr[users], self.train_indptr[users + 1]
         counts = ends - starts
         rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
