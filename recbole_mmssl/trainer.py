@@ -30,6 +30,10 @@ class MMSSLTrainer(CheckpointMixin, Trainer):
         self.optimizer = self._build_optimizer(params=model.recommender_parameters())
         self.d_optimizer = torch.optim.Adam(
             model.discriminator.parameters(), lr=config["d_learning_rate"], betas=tuple(config["d_betas"]))
+        fp16 = config["mixed_precision"] == "fp16"  # float16 gradients need loss scaling; bfloat16's do not
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        # the critic's own loss has O(1) gradients: no scaling needed to avoid underflow at the start
+        self.d_scaler = torch.amp.GradScaler(self.device.type, init_scale=1.0, enabled=fp16)
         self.seed = config["seed"]
 
     def _reseed(self, epoch_idx):
@@ -38,23 +42,30 @@ class MMSSLTrainer(CheckpointMixin, Trainer):
         np.random.seed(seed)
         torch.manual_seed(seed)
 
+    @staticmethod
+    def _scaled_step(loss, optimizer, scaler):
+        """Backward and step; False where float16 loss scaling skipped the step on overflow."""
+        scale = scaler.get_scale()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return scaler.get_scale() >= scale
+
     def _discriminator_step(self, interaction):
-        loss = self.model.discriminator_loss(interaction)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.d_optimizer.step()
-        return loss.detach()
+        """One Adam step of the discriminator; returns (loss, whether the step was taken)."""
+        loss = self.model.discriminator_loss(interaction, grad_scale=self.d_scaler.get_scale())
+        return loss.detach(), self._scaled_step(loss, self.d_optimizer, self.d_scaler)
 
     def _recommender_step(self, interaction):
+        """One AdamW step of the recommender; returns (loss parts, whether the step was taken)."""
         self.model.discriminator.requires_grad_(False)
         try:
             losses = self.model.calculate_loss(interaction)
         finally:
             self.model.discriminator.requires_grad_(True)
-        self.optimizer.zero_grad(set_to_none=True)
-        sum(losses).backward()
-        self.optimizer.step()
-        return [loss.detach() for loss in losses]
+        taken = self._scaled_step(sum(losses), self.optimizer, self.scaler)
+        return [loss.detach() for loss in losses], taken
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._reseed(epoch_idx)
@@ -63,15 +74,29 @@ class MMSSLTrainer(CheckpointMixin, Trainer):
         batches = tqdm(train_data, total=len(train_data), ncols=100,
                        desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
         totals = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
+        skipped = {"discriminator": 0, "recommender": 0}
         for batch_idx, interaction in enumerate(batches):
             interaction = interaction.to(self.device)
-            d_loss = self._discriminator_step(interaction) if self.model.use_adversarial else None
-            losses = self._recommender_step(interaction)
-            losses.append(d_loss if d_loss is not None else torch.zeros((), device=self.device))
-            values = torch.stack(losses).double().cpu()
-            self._check_finite(values, epoch_idx, batch_idx)
-            totals += values
+            d_loss, d_taken = torch.zeros((), device=self.device), True
+            if self.model.use_adversarial:
+                d_loss, d_taken = self._discriminator_step(interaction)
+            losses, taken = self._recommender_step(interaction)
+            skipped["discriminator"] += not d_taken
+            skipped["recommender"] += not taken
+            values = torch.stack(losses + [d_loss if d_taken else torch.zeros_like(d_loss)]).double().cpu()
+            if taken:
+                self._check_finite(values, epoch_idx, batch_idx)
+            totals += values.nan_to_num(0.0, 0.0, 0.0)
+        self._report_skipped(epoch_idx, skipped)
         return tuple(totals.tolist())
+
+    def _report_skipped(self, epoch_idx, skipped):
+        """float16 loss scaling skips a step on overflow and halves its scale; say so, and stop if it never fits."""
+        if not any(skipped.values()):
+            return
+        self.logger.info(f"epoch {epoch_idx}: float16 loss scaling skipped steps on overflow: {skipped}")
+        if min(self.scaler.get_scale(), self.d_scaler.get_scale()) < 2.0 ** -14:
+            raise ValueError("float16 gradients overflow at every loss scale; use mixed_precision: bf16 or float32.")
 
     def _check_finite(self, values, epoch_idx, batch_idx):
         bad = [name for name, v in zip(LOSS_NAMES, values.tolist()) if not np.isfinite(v)]
@@ -101,6 +126,7 @@ class MMSSLTrainer(CheckpointMixin, Trainer):
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
             "discriminator_optimizer": self.d_optimizer.state_dict(),
+            "scalers": (self.scaler.state_dict(), self.d_scaler.state_dict()),
         }
         torch.save(state, saved_model_file, pickle_protocol=4)
         if verbose:
@@ -109,3 +135,5 @@ class MMSSLTrainer(CheckpointMixin, Trainer):
     def _restore_state(self, checkpoint):
         super()._restore_state(checkpoint)
         self.d_optimizer.load_state_dict(checkpoint["discriminator_optimizer"])
+        for scaler, state in zip((self.scaler, self.d_scaler), checkpoint["scalers"]):
+            scaler.load_state_dict(state)

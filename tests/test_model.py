@@ -171,6 +171,22 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_critic():
     torch.testing.assert_close(loss, -real[:, 0].mean() + fake[:, 0].mean())
 
 
+def test_scaled_gradient_penalty_equals_the_unscaled_one():
+    """The float16 loss scale of the inner gradient is removed again: same penalty, same gradients."""
+    disc = Discriminator(16, negative_slope=0.2).double()
+    real, fake = torch.rand(6, 16, dtype=torch.float64), torch.rand(6, 16, dtype=torch.float64)
+    results = []
+    for scale in (1.0, 4096.0):
+        torch.manual_seed(5)
+        disc.zero_grad()
+        loss = discriminator_loss(disc, real, fake, gp_weight=1.0, grad_scale=scale)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in disc.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b)
+
+
 def test_topk_per_dataset_settings():
     """Oracle 6: k = floor(I * graph_topk_rate) is 0, 367, 67 and 201."""
     items = {"amazon-baby": 7050, "amazon-sports": 18357, "tiktok": 6710, "allrecipes": 10067}

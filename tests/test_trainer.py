@@ -160,6 +160,7 @@ def test_full_graph_holds_every_users_own_topk():
     {"use_gumbel": False},
     {"gumbel_form": "head", "graph_topk_rate": 0.05, "graph_period": 2},
     {"mixed_precision": "bf16"},
+    {"mixed_precision": "fp16"},
 ])
 def test_every_loss_term_is_finite(toy_multimodal, in_tmp, overrides):
     config, _, _ = toy_multimodal

@@ -14,10 +14,11 @@ class Discriminator(nn.Module):
     """I -> I/4 -> I/8 -> 1 MLP; each block Linear, LeakyReLU, BatchNorm, Dropout; output scale * sigmoid.
 
     The reference builds its LeakyReLU with slope 1.0 (the identity); ``negative_slope``
-    exposes that choice. ``bf16`` runs the layers under bfloat16 autocast (the dominant cost).
+    exposes that choice. ``dtype`` (torch.bfloat16 or torch.float16) runs the layers, the
+    dominant cost, under autocast in that precision.
     """
 
-    def __init__(self, n_items, dropout=(0.31, 0.5), negative_slope=1.0, output_scale=100.0, bf16=False):
+    def __init__(self, n_items, dropout=(0.31, 0.5), negative_slope=1.0, output_scale=100.0, dtype=None):
         super().__init__()
         hidden1, hidden2 = n_items // 4, n_items // 8
         if hidden2 < 1:
@@ -34,7 +35,7 @@ class Discriminator(nn.Module):
             nn.Linear(hidden2, 1),
         )
         self.output_scale = output_scale
-        self.bf16 = bf16
+        self.dtype = dtype
         for module in self.layers:
             if isinstance(module, nn.Linear):
                 nn.init.kaiming_normal_(module.weight)
@@ -43,7 +44,7 @@ class Discriminator(nn.Module):
     def precision(self, device):
         """The autocast region of the chosen precision; wrap a whole step in it so that the
         weights are cast once per step, not once per call."""
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        return torch.autocast(device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None)
 
     def forward(self, rows):
         with self.precision(rows.device):
@@ -51,21 +52,26 @@ class Discriminator(nn.Module):
         return self.output_scale * torch.sigmoid(logits.float()).squeeze(-1)
 
 
-def gradient_penalty(discriminator, real, fake):
-    """GP_SCALE * mean over rows of (||d D(x_hat) / d x_hat|| - 1)^2, x_hat between real and fake."""
+def gradient_penalty(discriminator, real, fake, grad_scale=1.0):
+    """GP_SCALE * mean over rows of (||d D(x_hat) / d x_hat|| - 1)^2, x_hat between real and fake.
+
+    ``grad_scale``: a float16 loss scale applied to the inner gradient and removed again, so that
+    it does not underflow (PyTorch's recipe for gradient penalties under a GradScaler).
+    """
     alpha = torch.rand(real.shape[0], 1, device=real.device, dtype=real.dtype)
     mixed = torch.lerp(fake, real, alpha).requires_grad_(True)
-    (grad,) = torch.autograd.grad(discriminator(mixed).sum(), mixed, create_graph=True)
+    (grad,) = torch.autograd.grad(discriminator(mixed).sum() * grad_scale, mixed, create_graph=True)
+    grad = grad / grad_scale
     return GP_SCALE * ((grad.norm(2, dim=1) - 1) ** 2).mean()
 
 
-def discriminator_loss(discriminator, real, fake, gp_weight):
+def discriminator_loss(discriminator, real, fake, gp_weight, grad_scale=1.0):
     """WGAN-GP critic loss: -mean D(real) + mean D(fake) + gp_weight * penalty (inputs detached)."""
     real, fake = real.detach(), fake.detach()
     with discriminator.precision(real.device):
         fake_score = discriminator(fake).mean()
         real_score = discriminator(real).mean()
-        return -real_score + fake_score + gp_weight * gradient_penalty(discriminator, real, fake)
+        return -real_score + fake_score + gp_weight * gradient_penalty(discriminator, real, fake, grad_scale)
 
 
 def generator_loss(discriminator, fake):

@@ -25,7 +25,8 @@ VARIANTS = {
 }
 CHOICES = {"gumbel_form": ("orig", "head"), "graph_update": ("batch", "full"),
            "graph_pairing": ("reference", "aligned"), "attention": ("reference", "paper"),
-           "mixed_precision": (None, "bf16")}
+           "mixed_precision": (None, "bf16", "fp16")}
+PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_variant(config):
@@ -101,7 +102,7 @@ class MMSSL(GeneralRecommender):
             dropout=tuple(config["d_dropout"]),
             negative_slope=switches["d_negative_slope"],
             output_scale=config["d_output_scale"],
-            bf16=config["mixed_precision"] == "bf16",
+            dtype=PRECISIONS.get(config["mixed_precision"]),
         )
 
         k = int(self.n_real_items * config["graph_topk_rate"])
@@ -110,6 +111,7 @@ class MMSSL(GeneralRecommender):
             config["graph_period"], switches["graph_pairing"], self.graph_update)
         self.other_parameter_name = ["modality_graph"]
         self._warn_degenerate_graph(k, config["graph_period"])
+        self._warn_slow_precision(config["mixed_precision"])
         self._eval_cache = None
 
     def _check_choices(self, config, switches):
@@ -133,6 +135,15 @@ class MMSSL(GeneralRecommender):
                 "graph_period = 1: each rebuild uses the pairs of one batch and every other rebuild finds none, "
                 "so the modality graphs are empty for most batches and at evaluation (reference behaviour, "
                 "spec §8.3). Set graph_update: full for graphs over all users.")
+
+    def _warn_slow_precision(self, precision):
+        if self.device.type != "cpu":
+            return
+        if precision == "fp16":
+            getLogger().warning("mixed_precision: fp16 on a CPU is emulated and slow; use bf16 on CPUs.")
+        native_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)()
+        if precision == "bf16" and not native_bf16:
+            getLogger().warning("This CPU has no native bfloat16 support: mixed_precision: bf16 may be slower.")
 
     def _init_graphs(self, dataset):
         """Training graph P, Q (spec §1.3) and the CSR arrays that give each batch its entries of R."""
@@ -182,10 +193,11 @@ class MMSSL(GeneralRecommender):
         """Generator rows S^m_B for each modality (spec §4), with autograd."""
         return {m: relation_rows(out.feat_user[m][users], out.feat_item[m][1:], entries) for m in self.modalities}
 
-    def discriminator_loss(self, interaction):
+    def discriminator_loss(self, interaction, grad_scale=1.0):
         """WGAN-GP loss of the discriminator step (spec §7, §11.3 step 2); inputs carry no gradient.
 
         fake = [S^m_B for each modality] stacked, real = the real rows stacked as many times.
+        ``grad_scale``: the float16 loss scale for the gradient penalty's inner gradient.
         """
         users = interaction[self.USER_ID]
         b, n_modalities = len(users), len(self.modalities)
@@ -199,7 +211,7 @@ class MMSSL(GeneralRecommender):
             rows = real_rows(entries, ui_rows, self.gumbel_tau, self.gumbel_noise_scale, self.gumbel_form,
                              self.aux_weight, self.use_gumbel)
             real = rows.repeat(n_modalities, 1)
-        return discriminator_loss(self.discriminator, real, fake, self.gp_weight)
+        return discriminator_loss(self.discriminator, real, fake, self.gp_weight, grad_scale)
 
     def calculate_loss(self, interaction):
         """Recommender-step losses (spec §10), weighted: (bpr, emb_reg, feat_reg, contrastive, generator).
