@@ -87,6 +87,7 @@ class MMSSLTrainer(CheckpointMixin, Trainer):
             if taken:
                 self._check_finite(values, epoch_idx, batch_idx)
             totals += values.nan_to_num(0.0, 0.0, 0.0)
+        self.model.end_epoch()
         self._report_skipped(epoch_idx, skipped)
         return tuple(totals.tolist())
 

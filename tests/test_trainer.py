@@ -152,6 +152,33 @@ def test_full_graph_holds_every_users_own_topk():
         assert dense[u, expected].item() == pytest.approx(1.0)
 
 
+def test_epoch_period_rebuilds_once_after_the_last_batch():
+    p, q = one_sided_graphs(torch.tensor([0]), torch.tensor([1]), torch.ones(1), 4, 5)
+    graph = ModalityGraph(["image"], 4, 5, (p, q), k=1, period="epoch", pairing="aligned", update="batch")
+    graph.start_epoch()
+    for user, col in ((1, 2), (2, 0), (3, 3)):
+        row = torch.zeros(1, 4)
+        row[0, col] = 1.0
+        graph.after_batch(torch.tensor([user]), {"image": row})
+        assert graph.nnz("image") == 1  # still the training graph
+    graph.end_epoch(None)
+    dense = graph.graphs["image"][0].to_dense()
+    assert sorted(map(tuple, torch.nonzero(dense).tolist())) == [(1, 3), (2, 1), (3, 4)]
+    with pytest.raises(ValueError, match="graph_period"):
+        ModalityGraph(["image"], 4, 5, (p, q), k=1, period=0, pairing="aligned", update="batch")
+
+
+def test_full_graph_once_per_epoch_in_training(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    _, (train, _, _), model, trainer = mmssl(config, variant="paper", graph_period="epoch")
+    trainer._train_epoch(train, 0)
+    users_with_items = int((model.train_indptr[1:] > model.train_indptr[:-1]).sum())
+    for m in ("image", "text"):  # k = floor(78 * 1e-4) = 0 is raised to 1: one item per user
+        dense = model.modality_graph.graphs[m][0].to_dense()
+        assert int((dense > 0).sum()) == users_with_items
+        assert torch.all((dense > 0).sum(1) <= 1)
+
+
 @pytest.mark.parametrize("overrides", [
     {"variant": "reference"},
     {"variant": "paper"},

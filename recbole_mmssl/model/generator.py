@@ -65,11 +65,14 @@ class ModalityGraph:
     Before the first rebuild every modality uses the training graph. After each batch the
     graph either accumulates that batch's top-k pairs or, every ``period`` batches (never at
     batch 0 of an epoch), is rebuilt: from the accumulated pairs ("batch", the reference), or
-    from every user's own top-k relation row ("full", the paper's reading; k >= 1).
+    from every user's own top-k relation row ("full", the paper's reading; k >= 1). With
+    ``period`` "epoch" it is rebuilt once, after each epoch's last batch, instead.
     The accumulated pairs survive epoch boundaries, as in the reference.
     """
 
     def __init__(self, modalities, n_users, n_items, train_graph, k, period, pairing, update):
+        if period != "epoch" and not (isinstance(period, int) and period >= 1):
+            raise ValueError(f"graph_period must be a positive number of batches or 'epoch', not {period!r}")
         self.modalities, self.n_users, self.n_items = list(modalities), n_users, n_items
         self.k, self.period, self.pairing, self.update = k, period, pairing, update
         self.graphs = {m: train_graph for m in self.modalities}
@@ -87,17 +90,25 @@ class ModalityGraph:
         """
         idx = self.batch_in_epoch
         self.batch_in_epoch += 1
-        if idx % self.period == 0 and idx != 0:
-            for m in self.modalities:
-                if self.update == "full":
-                    pairs = [topk_pairs(u, r, max(self.k, 1), "aligned") for u, r in all_user_rows(m)]
-                else:
-                    pairs = self.pending[m]
-                self.graphs[m] = self._normalised(pairs)
-                self.pending[m] = []
+        if self.period != "epoch" and idx % self.period == 0 and idx != 0:
+            self._rebuild(all_user_rows)
         elif self.update == "batch":
             for m in self.modalities:
                 self.pending[m].append(topk_pairs(users, rows[m], self.k, self.pairing))
+
+    def end_epoch(self, all_user_rows):
+        """With ``period`` "epoch": rebuild after the epoch's last batch."""
+        if self.period == "epoch":
+            self._rebuild(all_user_rows)
+
+    def _rebuild(self, all_user_rows):
+        for m in self.modalities:
+            if self.update == "full":
+                pairs = [topk_pairs(u, r, max(self.k, 1), "aligned") for u, r in all_user_rows(m)]
+            else:
+                pairs = self.pending[m]
+            self.graphs[m] = self._normalised(pairs)
+            self.pending[m] = []
 
     def _normalised(self, pairs):
         device = self.graphs[self.modalities[0]][0].device

@@ -130,7 +130,7 @@ class MMSSL(GeneralRecommender):
                 "modality graphs are empty after the first rebuild, so the modality views are zero and the "
                 "contrastive loss is a constant (the contrastive branch is off, as in the reference's "
                 "Amazon-Baby setting). Raise graph_topk_rate or set graph_update: full to use it.")
-        elif self.graph_update == "batch" and period == 1:
+        elif self.graph_update == "batch" and period == 1 and k > 0:
             logger.warning(
                 "graph_period = 1: each rebuild uses the pairs of one batch and every other rebuild finds none, "
                 "so the modality graphs are empty for most batches and at evaluation (reference behaviour, "
@@ -246,6 +246,13 @@ class MMSSL(GeneralRecommender):
         inter = torch.exp(z1 @ z2.T / self.cl_temperature)
         denominator = intra.sum(1) - intra.diagonal() + inter.sum(1)
         return -torch.log(inter.diagonal() / denominator + 1e-8).mean()
+
+    def end_epoch(self):
+        """Epoch-end bookkeeping: the modality graphs' rebuild when graph_period is "epoch"."""
+        if self.modality_graph.period == "epoch":
+            with torch.no_grad():
+                out = self.forward()
+            self.modality_graph.end_epoch(lambda m: self._all_user_rows(out, m))
 
     def _all_user_rows(self, out, modality, block_size=1024):
         """(users, detached relation rows) blocks over every user with training items."""
