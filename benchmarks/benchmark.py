@@ -134,7 +134,7 @@ def measure(scale, device_name, precision, batches, data_path):
     model = build_model(config, train)
     trainer = get_trainer(config["MODEL_TYPE"], "MMSSL")(config, model)
     model.train()
-    model.modality_graph.start_epoch()
+    model.start_epoch()
     batch = next(iter(train)).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -70,7 +70,7 @@ class MMSSLTrainer(CheckpointMixin, Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._reseed(epoch_idx)
         self.model.train()
-        self.model.modality_graph.start_epoch()
+        self.model.start_epoch()
         batches = tqdm(train_data, total=len(train_data), ncols=100,
                        desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
         totals = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)

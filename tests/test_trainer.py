@@ -87,7 +87,7 @@ def test_baby_settings_switch_the_contrastive_branch_off(toy_multimodal, in_tmp,
     _, (train, valid, _), model, trainer = mmssl(config, graph_topk_rate=1e-4, graph_period=1)
     assert "= 0 semantic neighbours" in caplog.text
     model.train()
-    model.modality_graph.start_epoch()
+    model.start_epoch()
     constant = -math.log(1 / (2 * 16 - 1) + 1e-8)
     for idx, batch in enumerate(train):
         users = batch["user_id"]

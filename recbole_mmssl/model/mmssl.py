@@ -247,6 +247,10 @@ class MMSSL(GeneralRecommender):
         denominator = intra.sum(1) - intra.diagonal() + inter.sum(1)
         return -torch.log(inter.diagonal() / denominator + 1e-8).mean()
 
+    def start_epoch(self):
+        """Epoch-start bookkeeping: batch indices of the modality-graph schedule restart at 0."""
+        self.modality_graph.start_epoch()
+
     def end_epoch(self):
         """Epoch-end bookkeeping: the modality graphs' rebuild when graph_period is "epoch"."""
         if self.modality_graph.period == "epoch":
