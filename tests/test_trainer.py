@@ -61,6 +61,65 @@ def test_user_batches(toy_multimodal, in_tmp):
     torch.testing.assert_close(block, dense[users, 1:])
 
 
+def test_forward_equals_the_spec_equations_in_dense_numpy(toy_multimodal, in_tmp):
+    """Spec §3.1-3.7 written out with dense float64 matrices, against MMSSL.forward in eval mode,
+    with non-empty modality graphs (after one rebuild) so that every branch contributes."""
+    config, _, _ = toy_multimodal
+    _, (train, _, _), model, trainer = mmssl(config, graph_topk_rate=0.05, graph_period=1)
+    model.train()
+    model.start_epoch()
+    for idx, batch in zip(range(2), train):  # batch 0 accumulates top-k pairs, batch 1 rebuilds
+        trainer._recommender_step(batch)
+    assert all(0 < model.modality_graph.nnz(m) < model.train_p._nnz() for m in ("image", "text"))
+    model.eval()
+    out = model.forward()
+
+    def dense(t):
+        return t.to_dense().double().numpy()
+
+    def rownorm(x):
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    def softmax(x):
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    data = train._dataset
+    r = np.zeros((model.n_users, model.n_items))
+    r[data.inter_feat["user_id"].numpy(), data.inter_feat["item_id"].numpy()] = 1
+    p = r / np.sqrt(r.sum(1, keepdims=True) + 1e-8)
+    q = r.T / np.sqrt(r.sum(0)[:, None] + 1e-8)
+    np.testing.assert_allclose(dense(model.train_p), p, rtol=1e-6)
+    e_u = model.user_embedding.weight.detach().double().numpy()
+    e_i = model.item_embedding.weight.detach().double().numpy()
+    w_c = model.attention.w_c.detach().double().numpy()
+    shared = sum(w_c[h * 16:(h + 1) * 16] for h in range(2))  # n_heads = 2, d = 16
+    f_u, f_i, y_u, y_i = {}, {}, {}, {}
+    for m in ("image", "text"):
+        x = getattr(model, f"feat_{m}").double().numpy()
+        w = model.encoders[m].weight.detach().double().numpy()
+        b = model.encoders[m].bias.detach().double().numpy()
+        x_bar = x @ w.T + b
+        f_u[m] = p @ x_bar
+        f_i[m] = q @ f_u[m]
+        g_p, g_q = (dense(t) for t in model.modality_graph.graphs[m])
+        y_u[m], y_i[m] = g_p @ e_i, g_q @ e_u
+    z_u = np.mean([y_u[m] @ shared for m in y_u], axis=0)
+    z_i = np.mean([y_i[m] @ shared for m in y_i], axis=0)
+    h_u, h_i = [e_u + 0.36 * rownorm(z_u)], [e_i + 0.36 * rownorm(z_i)]
+    h_u.append(p @ h_i[0])
+    h_i.append(q @ h_u[1])
+    h_u.append(softmax(p @ h_i[1]))
+    h_i.append(softmax(q @ h_u[2]))
+    final_u = np.mean(h_u, axis=0) + 0.55 * sum(rownorm(f_u[m]) for m in f_u)
+    final_i = np.mean(h_i, axis=0) + 0.55 * sum(rownorm(f_i[m]) for m in f_i)
+    np.testing.assert_allclose(out.user.detach().numpy(), final_u, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.item.detach().numpy(), final_i, rtol=1e-4, atol=1e-5)
+    for m in ("image", "text"):
+        np.testing.assert_allclose(out.view_user[m].detach().numpy(), y_u[m], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(out.feat_item[m].detach().numpy(), f_i[m], rtol=1e-4, atol=1e-4)
+
+
 def test_discriminator_step_changes_only_the_discriminator(toy_multimodal, in_tmp):
     config, _, _ = toy_multimodal
     _, (train, _, _), model, trainer = mmssl(config)
