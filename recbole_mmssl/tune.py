@@ -204,7 +204,8 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=ray_address, **({} if ray_address else {"include_dashboard": False}))
+        local = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}  # a local Ray stays on loopback
+        ray.init(address=ray_address, **({} if ray_address else local))
     try:
         init_seed(driver["seed"], driver["reproducibility"])
         dataset_bytes = pickle.dumps(create_dataset(driver))  # with_parameters stores it once in Ray's object store

@@ -75,7 +75,7 @@ def test_bundled_spaces_load():
 
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
 
