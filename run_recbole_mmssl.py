@@ -14,6 +14,8 @@ if __name__ == "__main__":
     parser.add_argument("--model", "-m", default=None, help="model name, the plugin's or RecBole's (default: MMSSL)")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name: a folder under data_path")
     parser.add_argument("--config_files", default=None, help="space-separated config files")
+    parser.add_argument("--resume_checkpoint", metavar="FILE", default=None,
+                        help="continue an interrupted run from its saved checkpoint")
     tune = parser.add_argument_group("hyperparameter search (Ray Tune)")
     tune.add_argument("--tune", metavar="FILE", help="search space: a YAML file or RecBole's .hyper format")
     tune.add_argument("--num_samples", type=int, default=1, help="samples of the space (grids repeat)")
@@ -28,6 +30,8 @@ if __name__ == "__main__":
     tune.add_argument("--reduction_factor", type=float, default=2, help="ASHA: keep 1/this of trials per rung")
     args, _ = parser.parse_known_args()
     config_files = args.config_files.split() if args.config_files else None
+    if args.resume_checkpoint and args.tune:
+        parser.error("--resume_checkpoint continues one run; a search resumes with --resume=NAME")
     if args.resume and not args.tune:
         parser.error("--resume needs the experiment's --tune file")
 
@@ -51,4 +55,5 @@ if __name__ == "__main__":
     else:
         from recbole_mmssl.quick_start import run_recbole_mmssl
 
-        run_recbole_mmssl(model=args.model, dataset=args.dataset, config_file_list=config_files)
+        run_recbole_mmssl(model=args.model, dataset=args.dataset, config_file_list=config_files,
+                          resume_checkpoint=args.resume_checkpoint)

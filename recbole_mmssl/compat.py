@@ -55,7 +55,37 @@ def load_checkpoint(path, map_location=None):
 
 
 class CheckpointMixin:
-    """Trainer mixin that reloads RecBole checkpoints on torch >= 2.6."""
+    """Trainer mixin that reloads RecBole checkpoints on torch >= 2.6 and makes them resumable.
+
+    Beside RecBole's fields a checkpoint keeps the validation result of its (best) epoch, so a
+    resumed run whose later epochs do not improve still reports it.
+    """
+
+    _last_valid_result = None
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._last_valid_result = valid_result
+        return valid_score, valid_result
+
+    def _checkpoint_state(self, epoch):
+        """What a checkpoint holds; subclasses add their parts (and restore them in ``_restore_state``)."""
+        return {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "best_valid_result": self._last_valid_result,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        torch.save(self._checkpoint_state(epoch), saved_model_file, pickle_protocol=4)
+        if verbose:
+            self.logger.info(f"Saving current: {saved_model_file}")
 
     def resume_checkpoint(self, resume_file):
         """Restore model, optimizer and progress from ``resume_file`` to continue training."""
@@ -70,6 +100,7 @@ class CheckpointMixin:
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint.get("best_valid_result")
         self._restore_state(checkpoint)
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 

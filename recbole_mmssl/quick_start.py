@@ -29,8 +29,12 @@ def build_model(config, train_data):
     return config.model_class(config, train_data._dataset).to(config["device"])
 
 
-def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
+                      resume_checkpoint=None):
     """Train ``model`` on ``dataset``, select the best validation epoch, evaluate it on test.
+
+    ``resume_checkpoint`` continues an interrupted run from its saved checkpoint (the best epoch
+    so far, which RecBole keeps), writing on to the same file.
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``.
@@ -45,6 +49,8 @@ def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_di
     model = build_model(config, train_data)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     logger.info(model)
+    if resume_checkpoint:
+        trainer.resume_checkpoint(resume_checkpoint)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )

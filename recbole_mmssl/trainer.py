@@ -116,22 +116,12 @@ class MMSSLTrainer(CheckpointMixin, Trainer):
             self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
         self.tensorboard.add_scalar(f"{tag}/recommender", sum(losses[:-1]), epoch_idx)
 
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
-            "config": self.config,
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
-            "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
+    def _checkpoint_state(self, epoch):
+        return {
+            **super()._checkpoint_state(epoch),
             "discriminator_optimizer": self.d_optimizer.state_dict(),
             "scalers": (self.scaler.state_dict(), self.d_scaler.state_dict()),
         }
-        torch.save(state, saved_model_file, pickle_protocol=4)
-        if verbose:
-            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
     def _restore_state(self, checkpoint):
         super()._restore_state(checkpoint)

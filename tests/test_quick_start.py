@@ -81,6 +81,17 @@ def test_resume_restores_model_and_progress(toy_multimodal, in_tmp):
     assert fresh.optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()["state"].keys()
 
 
+def test_interrupted_mmssl_run_resumes_to_the_same_result(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    full = run_recbole_mmssl(config_dict={**config, "epochs": 3})
+    first = run_recbole_mmssl(config_dict={**config, "epochs": 2, "checkpoint_dir": str(in_tmp / "first")})
+    (checkpoint,) = (in_tmp / "first").iterdir()
+    resumed = run_recbole_mmssl(config_dict={**config, "epochs": 3}, resume_checkpoint=checkpoint)
+    assert load_checkpoint(checkpoint)["best_valid_result"] == first["best_valid_result"]
+    assert resumed["best_valid_result"] == full["best_valid_result"]
+    assert resumed["test_result"] == full["test_result"]
+
+
 @pytest.mark.parametrize("mask", ["train", "train_valid"])
 def test_run_script_trains_lightgcn_on_bundled_tiktok(tmp_path, mask):
     out = subprocess.run(
