@@ -120,7 +120,7 @@ def _report():
     return report
 
 
-def _trial(params, model, dataset, base_config, metric, dataset_bytes):
+def _trial(params, model, dataset, base_config, metric, dataset_bytes, threads):
     """One trial: train on the shared dataset, report the validation metric every epoch."""
     import ray
     import torch
@@ -135,8 +135,7 @@ def _trial(params, model, dataset, base_config, metric, dataset_bytes):
     config = Config(model=model, dataset=dataset, config_dict={
         **base_config, **params, "checkpoint_dir": os.path.join(os.getcwd(), "saved"), "gpu_id": gpus,
         "show_progress": False})
-    cpus = int(max(1, (ray.get_runtime_context().get_assigned_resources() or {}).get("CPU", 1)))
-    torch.set_num_threads(cpus)
+    torch.set_num_threads(threads)
     _, (train, valid, test) = prepare_data(config, pickle.loads(dataset_bytes))
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, build_model(config, train))
     trainer.fit(train, valid, saved=True, verbose=False,
@@ -211,7 +210,8 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
         dataset_bytes = pickle.dumps(create_dataset(driver))  # with_parameters stores it once in Ray's object store
         trainable = tune.with_resources(
             tune.with_parameters(_trial, model=driver["model"], dataset=driver["dataset"], base_config=base,
-                                 metric=metric, dataset_bytes=dataset_bytes),
+                                 metric=metric, dataset_bytes=dataset_bytes,
+                                 threads=max(1, int(cpus_per_trial))),  # Ray names a trial's CPUs by its placement group
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
         storage = os.path.abspath(output_dir)
         name = experiment_name or f"{driver['model']}-{driver['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
