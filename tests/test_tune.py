@@ -141,7 +141,8 @@ def test_search_on_a_started_head_node(tmp_path):
         out = subprocess.run(
             [sys.executable, str(REPO / "run_recbole_mmssl.py"), "--model=LightGCN", "--dataset=content",
              "--config_files=base.yaml", "--tune=space.yaml", "--num_samples=2",
-             f"--ray_address=127.0.0.1:{port}", "--experiment_name=cluster"],
+             f"--ray_address=127.0.0.1:{port}", "--experiment_name=cluster",
+             "--grace_period=3"],  # no ASHA rung before the end: both trials complete
             cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
         assert out.returncode == 0, out.stderr[-3000:]
         assert "Connecting to existing Ray cluster" in out.stderr + out.stdout
