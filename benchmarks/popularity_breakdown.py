@@ -10,6 +10,7 @@ recommended. Rankings use the same masks as the evaluation (``test_masked_items`
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -44,7 +45,7 @@ def main():
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value flags
     k = args.k
     print(f"{'model':12s} {'hit@k head':>11s} {'hit@k tail':>11s} {'hit@k all':>10s} "
-          f"{'rec. degree':>11s} {'from top-k pop':>14s} {'distinct':>8s}")
+          f"{'rec. degree':>11s} {'from top-k pop':>14s} {'distinct':>8s}  checkpoint")
     for path in args.checkpoints:
         name, degree, lists, pairs = ranked(path, args.phase, k)
         target_degree = degree[pairs[:, 0]]
@@ -53,7 +54,7 @@ def main():
         most_popular = set(np.argsort(-degree)[:k].tolist())
         from_popular = np.mean([len(most_popular.intersection(row.tolist())) / k for row in lists])
         print(f"{name:12s} {pairs[head, 1].mean():11.4f} {pairs[tail, 1].mean():11.4f} {pairs[:, 1].mean():10.4f} "
-              f"{degree[lists].mean():11.1f} {from_popular:14.2f} {len(np.unique(lists)):8d}")
+              f"{degree[lists].mean():11.1f} {from_popular:14.2f} {len(np.unique(lists)):8d}  {os.path.basename(path)}")
     print(f"head/tail: target items above / at most the median training degree of the targets ({args.phase})")
 
 
