@@ -2,7 +2,9 @@
 
 Layering, later wins: RecBole's internal files, then the plugin's ``overall.yaml``,
 ``model/<Model>.yaml`` and ``dataset/<dataset>.yaml``, then the dataset file's
-``model_settings[<Model>]`` section, then config files, ``config_dict`` and the command line.
+``model_settings[<Model>]`` section, then the chosen ``variant``'s block of the model file's
+``presets`` and of ``model_settings[<Model>].presets``, then config files, ``config_dict`` and
+the command line.
 """
 
 from pathlib import Path
@@ -44,8 +46,26 @@ class Config(RecBoleConfig):
             self.parameters["Dataset"] += [
                 key for key in dataset_config if key not in self.parameters["Dataset"]
             ]
-        model_settings = self.internal_config_dict.pop("model_settings", None) or {}
-        self.internal_config_dict.update(model_settings.get(model) or {})
+        model_settings = dict(self.internal_config_dict.pop("model_settings", None) or {}).get(model) or {}
+        dataset_presets = model_settings.pop("presets", None) or {}
+        self.internal_config_dict.update(model_settings)
+        self._apply_preset(model, dataset, dataset_presets)
+
+    def _apply_preset(self, model, dataset, dataset_presets):
+        """The chosen ``variant``'s keys from the model file's ``presets``, then from the dataset
+        file's ``model_settings[<Model>].presets``; config files and flags still win."""
+        presets = self.internal_config_dict.pop("presets", None) or {}
+        if not presets:
+            return
+        variant = self.external_config_dict.get("variant", self.internal_config_dict.get("variant"))
+        if variant not in presets:
+            raise ValueError(f"Config key 'variant' is {variant!r}; model {model} has the presets {sorted(presets)}.")
+        unknown = sorted(set(dataset_presets) - set(presets))
+        if unknown:
+            raise ValueError(f"properties/dataset/{dataset}.yaml sets presets {unknown} that model {model} "
+                             f"does not have; its presets are {sorted(presets)}.")
+        self.internal_config_dict.update(presets[variant] or {})
+        self.internal_config_dict.update(dataset_presets.get(variant) or {})
 
     def _set_default_parameters(self):
         super()._set_default_parameters()

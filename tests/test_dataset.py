@@ -10,6 +10,7 @@ import torch
 from conftest import base_config, bundled, toy_splits, write_dataset, write_inter
 from recbole_mmssl.config import Config
 from recbole_mmssl.data import FeatureFileError, InteractionDataset, MultiModalDataset
+from recbole_mmssl.data.dataset import shuffled_rows
 from recbole_mmssl.utils import create_dataset, data_preparation
 
 
@@ -190,3 +191,24 @@ def test_amazon_baby_without_features_names_files_shapes_and_sources():
     assert re.search(r"text: .*amazon-baby\.text\.npy \(expected shape \(7050, 1024 or 384\)\)", message)
     assert "github.com/HKUDS/MMSSL" in message and "github.com/enoche/MMRec" in message
     assert re.search(r"prepare features \S*amazon-baby --feature image=\S+ --feature text=\S+", message)
+
+
+def test_feature_shuffle_seed_permutes_rows_across_items(toy_multimodal):
+    """One permutation of the items for every modality, reproducible from the seed alone."""
+    config, _, _ = toy_multimodal
+    plain = make(config).modality_features
+    shuffled = make({**config, "feature_shuffle_seed": 11}).modality_features
+    again = make({**config, "feature_shuffle_seed": 11}).modality_features
+    other = make({**config, "feature_shuffle_seed": 12}).modality_features
+    n_items = plain["image"].shape[0]
+    rows = {tuple(r) for r in plain["image"][1:].tolist()}
+    perm = np.array([[tuple(r) for r in plain["image"][1:].tolist()].index(tuple(s))
+                     for s in shuffled["image"][1:].tolist()])
+    assert sorted(perm.tolist()) == list(range(n_items - 1)) and (perm != np.arange(n_items - 1)).sum() > 60
+    np.testing.assert_array_equal(perm, shuffled_rows(n_items - 1, 11))
+    for m in ("image", "text"):
+        assert torch.count_nonzero(shuffled[m][0]) == 0
+        assert torch.equal(shuffled[m][1:], plain[m][1:][perm])  # the same permutation for every modality
+        assert torch.equal(again[m], shuffled[m])
+        assert not torch.equal(other[m], shuffled[m])
+    assert {tuple(r) for r in shuffled["image"][1:].tolist()} == rows

@@ -11,7 +11,8 @@ import yaml
 from conftest import REPO
 from recbole_mmssl.model.discriminator import Discriminator, discriminator_loss
 from recbole_mmssl.model.generator import real_rows, relation_rows, topk_pairs
-from recbole_mmssl.model.layers import CrossModalAttention, one_sided_graphs, propagate
+from recbole_mmssl.model.feature_norm import normalise_features
+from recbole_mmssl.model.layers import CrossModalAttention, one_sided_graphs, propagate, symmetric_graphs
 from recbole_mmssl.model.mmssl import resolve_variant
 
 
@@ -220,3 +221,80 @@ def test_contrastive_constant_matches_ln_2b_minus_1():
     loss = model.contrastive_loss(anchors, torch.randn(1024, 16))
     assert loss.item() == pytest.approx(-math.log(1 / 2047 + 1e-8), rel=1e-6)
     assert loss.item() == pytest.approx(7.6241, abs=1e-4)
+
+
+def test_symmetric_normalisation_and_lightgcn_propagation_match_dense_numpy():
+    """adjacency_norm symmetric: P = D_u^-1/2 G D_i^-1/2, Q = P^T; propagation simultaneous
+    without the last-layer softmax is LightGCN's layer mean."""
+    edges = [(0, 1), (0, 2), (1, 2), (2, 0), (2, 1), (2, 3), (3, 3)]
+    users = torch.tensor([u for u, _ in edges])
+    items = torch.tensor([i for _, i in edges])
+    p, q = symmetric_graphs(users, items, torch.ones(len(edges), dtype=torch.float64), 5, 4)
+    g = dense_graph(5, 4, edges)
+    du, di = g.sum(1), g.sum(0)
+    expected = np.zeros_like(g)
+    for u, i in edges:
+        expected[u, i] = 1 / math.sqrt(du[u] * di[i])
+    np.testing.assert_allclose(p.to_dense().numpy(), expected)
+    np.testing.assert_allclose(q.to_dense().numpy(), expected.T)
+
+    rng = np.random.default_rng(1)
+    eu, ei = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    # LightGCN on the bipartite adjacency A = [[0, P], [P^T, 0]]: E^(l) = A E^(l-1)
+    a = np.block([[np.zeros((5, 5)), expected], [expected.T, np.zeros((4, 4))]])
+    layers = [np.vstack([eu, ei])]
+    for _ in range(3):
+        layers.append(a @ layers[-1])
+    mean = np.mean(layers, axis=0)
+    users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 3,
+                                     last_softmax=False, alternating=False)
+    np.testing.assert_allclose(users_out.numpy(), mean[:5], rtol=1e-10)
+    np.testing.assert_allclose(items_out.numpy(), mean[5:], rtol=1e-10)
+
+
+def test_alternating_propagation_without_the_last_softmax():
+    """last_layer_softmax False keeps the alternating update: H_U^l = P H_I^(l-1), H_I^l = Q H_U^l."""
+    edges = [(0, 0), (0, 2), (1, 1), (2, 2), (2, 0)]
+    users = torch.tensor([u for u, _ in edges])
+    items = torch.tensor([i for _, i in edges])
+    p, q = one_sided_graphs(users, items, torch.ones(len(edges), dtype=torch.float64), 3, 3)
+    pd, qd = p.to_dense().numpy(), q.to_dense().numpy()
+    rng = np.random.default_rng(2)
+    eu, ei = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    hu1 = pd @ ei
+    hi1 = qd @ hu1
+    hu2 = pd @ hi1
+    hi2 = qd @ hu2
+    users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 2, last_softmax=False)
+    np.testing.assert_allclose(users_out.numpy(), (eu + hu1 + hu2) / 3, rtol=1e-10)
+    np.testing.assert_allclose(items_out.numpy(), (ei + hi1 + hi2) / 3, rtol=1e-10)
+
+
+def test_feature_norms():
+    """Statistics over the real items (rows 1..), never the padding row 0."""
+    rng = np.random.default_rng(3)
+    raw = np.zeros((7, 4), dtype=np.float32)
+    raw[1:] = rng.normal(loc=2.5, scale=3.0, size=(6, 4))
+    raw[1:, 2] = 4.0  # a constant column
+    table = torch.from_numpy(raw)
+    same, _ = normalise_features(table, "none")
+    assert torch.equal(same, table)
+
+    standard, stats = normalise_features(table, "standardize")
+    real = raw[1:].astype(np.float64)
+    expected = (real - real.mean(0)) / np.where(real.std(0) == 0, 1, real.std(0))
+    expected[:, 2] = 0.0
+    np.testing.assert_allclose(standard[1:].numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(standard[1:].numpy()[:, [0, 1, 3]].mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(standard[1:].numpy()[:, [0, 1, 3]].std(0), 1, rtol=1e-5)
+    assert torch.count_nonzero(standard[0]) == 0 and stats["constant_columns"] == 1
+    assert stats["mean"] == pytest.approx(real.mean())
+
+    raw[3] = 0.0  # an item whose features are all zero
+    unit, _ = normalise_features(table, "l2")
+    norms = unit[1:].norm(dim=1).numpy()
+    np.testing.assert_allclose(np.delete(norms, 2), 1, rtol=1e-6)  # row 3 of the table = real row 2
+    assert norms[2] == 0 and torch.count_nonzero(unit[0]) == 0
+    np.testing.assert_allclose(unit[1].numpy(), raw[1] / np.linalg.norm(raw[1]), rtol=1e-6)
+    with pytest.raises(ValueError, match="feature_norm"):
+        normalise_features(table, "minmax")

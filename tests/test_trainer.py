@@ -1,5 +1,6 @@
 """MMSSL with MMSSLTrainer on small data: the alternating steps, the modality graphs, end-to-end runs."""
 
+import itertools
 import math
 import os
 import subprocess
@@ -388,3 +389,83 @@ def test_amazon_baby_without_features_stops_before_training(tmp_path):
     assert "amazon-baby needs item features that are not installed" in out.stderr
     assert "expected shape (7050, 4096)" in out.stderr and "prepare features" in out.stderr
     assert "epoch 0 training" not in out.stdout + out.stderr
+
+
+def test_reference_is_unchanged_by_the_new_switches(toy_multimodal, in_tmp):
+    """With the new keys absent and with them set to their defaults: the same losses through
+    three alternating steps, then the same forward, exactly."""
+    config, _, _ = toy_multimodal
+    defaults = {"last_layer_softmax": True, "adjacency_norm": "one_sided", "propagation": "alternating",
+                "feature_norm": "none", "feature_shuffle_seed": None, "feat_reg_weight": 1e-5}
+    runs = []
+    for extra in ({}, defaults):
+        _, (train, _, _), model, trainer = mmssl(config, graph_topk_rate=0.05, **extra)
+        trainer._reseed(0)
+        model.train()
+        model.start_epoch()
+        losses = []
+        for batch in itertools.islice(train, 3):
+            losses.append(trainer._discriminator_step(batch)[0])
+            losses.extend(trainer._recommender_step(batch)[0])
+        model.eval()
+        runs.append((losses, model.forward()))
+    (losses_a, out_a), (losses_b, out_b) = runs
+    assert len(losses_a) == 18 and all(torch.equal(a, b) for a, b in zip(losses_a, losses_b))
+    assert torch.equal(out_a.user, out_b.user) and torch.equal(out_a.item, out_b.item)
+    for m in ("image", "text"):
+        assert torch.equal(out_a.view_user[m], out_b.view_user[m]) and torch.equal(out_a.feat_item[m], out_b.feat_item[m])
+
+
+def test_zero_feature_regulariser_is_not_computed(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    _, (train, _, _), model, _ = mmssl(config, feat_reg_weight=0)
+    model.train()
+    losses = model.calculate_loss(next(iter(train)))
+    assert losses[2].item() == 0 and losses[2].grad_fn is None
+    assert losses[0].grad_fn is not None
+
+
+def test_lightgcn_style_switches_compute_the_dense_equations(toy_multimodal, in_tmp):
+    """No last-layer softmax, symmetric adjacency, simultaneous layers and standardised features,
+    against dense float64 NumPy (modality graphs empty: k = 0, so layer 0 is the ID embeddings)."""
+    config, _, _ = toy_multimodal
+    _, (train, _, _), model, trainer = mmssl(config, last_layer_softmax=False, adjacency_norm="symmetric",
+                                             propagation="simultaneous", feature_norm="standardize",
+                                             graph_topk_rate=0.0)
+    model.train()
+    model.start_epoch()
+    for batch in itertools.islice(train, 2):
+        trainer._recommender_step(batch)
+    assert all(model.modality_graph.nnz(m) == 0 for m in ("image", "text"))
+    model.eval()
+    out = model.forward()
+
+    data = train._dataset
+    n_users, n_items = model.n_users, model.n_items
+    r = np.zeros((n_users, n_items))
+    r[data.inter_feat["user_id"].numpy(), data.inter_feat["item_id"].numpy()] = 1
+    du, di = r.sum(1), r.sum(0)
+    sym = np.divide(r, np.sqrt(np.outer(du, di)), out=np.zeros_like(r), where=r > 0)
+    adjacency = np.block([[np.zeros((n_users, n_users)), sym], [sym.T, np.zeros((n_items, n_items))]])
+    layers = [np.vstack([model.user_embedding.weight.detach().double().numpy(),
+                         model.item_embedding.weight.detach().double().numpy()])]
+    for _ in range(2):
+        layers.append(adjacency @ layers[-1])
+    gnn = np.mean(layers, axis=0)
+
+    def rownorm(x):
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    p = r / np.sqrt(du[:, None] + 1e-8)
+    q = r.T / np.sqrt(di[:, None] + 1e-8)
+    mm_u, mm_i = 0, 0
+    for m in ("image", "text"):
+        raw = data.modality_features[m].double().numpy()
+        x = np.zeros_like(raw)
+        x[1:] = (raw[1:] - raw[1:].mean(0)) / raw[1:].std(0)
+        np.testing.assert_allclose(getattr(model, f"feat_{m}").numpy(), x, rtol=1e-4, atol=1e-5)
+        x_bar = x @ model.encoders[m].weight.detach().double().numpy().T + model.encoders[m].bias.detach().double().numpy()
+        f_u = p @ x_bar
+        mm_u, mm_i = mm_u + rownorm(f_u), mm_i + rownorm(q @ f_u)
+    np.testing.assert_allclose(out.user.detach().numpy(), gnn[:n_users] + 0.55 * mm_u, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.item.detach().numpy(), gnn[n_users:] + 0.55 * mm_i, rtol=1e-4, atol=1e-5)

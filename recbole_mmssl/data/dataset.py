@@ -3,7 +3,9 @@
 ``InteractionDataset`` serves every general model (RecBole's included): it refuses missing or
 empty interaction files and users who reach evaluation without training items.
 ``MultiModalDataset`` also loads the item feature matrices named by ``modalities`` and aligns
-their rows with RecBole's internal item ids (id 0, the padding item, gets a zero row).
+their rows with RecBole's internal item ids (id 0, the padding item, gets a zero row); with
+``feature_shuffle_seed`` set it permutes the rows across items, the control that shows whether
+a model's gain comes from the content.
 """
 
 import os
@@ -20,9 +22,15 @@ from recbole_mmssl.data.features import (
     read_item_tokens,
 )
 
-DATASET_KEYS = ("modalities", "feature_files", "feature_item_list", "feature_dims", "cold_start_users")
+DATASET_KEYS = ("modalities", "feature_files", "feature_item_list", "feature_dims", "cold_start_users",
+                "feature_shuffle_seed")
 COLD_START_POLICIES = ("error", "drop", "keep")
 PREPARE_HINT = "python -m recbole_mmssl.data.prepare"
+
+
+def shuffled_rows(n_items, seed):
+    """The control's permutation: item j takes the features of item ``perm[j]``, from ``seed`` alone."""
+    return np.random.default_rng(seed).permutation(n_items)
 
 
 def _recbole_downloadable(dataset_name):
@@ -165,6 +173,11 @@ class MultiModalDataset(InteractionDataset):
         unused = len(tokens) - len(rows)
         if unused:
             self.logger.info(f"{unused} feature row(s) belong to items without interactions; they are not used.")
+        shuffle_seed = self.config["feature_shuffle_seed"]
+        if shuffle_seed is not None:
+            rows = rows[shuffled_rows(len(rows), shuffle_seed)]
+            self.logger.warning(f"feature_shuffle_seed {shuffle_seed}: the feature rows are permuted across items "
+                                "(control run: the features no longer describe their items).")
         aligned = {}
         for m, matrix in matrices.items():
             table = np.zeros((len(rows) + 1, matrix.shape[1]), dtype=np.float32)

@@ -82,17 +82,26 @@ class ModalityGraph:
     def start_epoch(self):
         self.batch_in_epoch = 0
 
+    def _rebuilds_now(self):
+        idx = self.batch_in_epoch
+        return self.period != "epoch" and idx % self.period == 0 and idx != 0
+
+    def needs_batch_rows(self):
+        """Whether the next :meth:`after_batch` reads the batch's rows (to accumulate top-k pairs)."""
+        return self.update == "batch" and self.k > 0 and not self._rebuilds_now()
+
     def after_batch(self, users, rows, all_user_rows=None):
         """Bookkeeping at the end of a recommender step.
 
-        ``rows``: modality -> detached relation rows of the batch users; ``all_user_rows``:
-        modality -> iterable of (users, rows) blocks over all users (needed for "full").
+        ``rows``: modality -> detached relation rows of the batch users (may be None where
+        :meth:`needs_batch_rows` is False); ``all_user_rows``: modality -> iterable of
+        (users, rows) blocks over all users (needed for "full").
         """
-        idx = self.batch_in_epoch
+        rebuild, accumulate = self._rebuilds_now(), self.needs_batch_rows()
         self.batch_in_epoch += 1
-        if self.period != "epoch" and idx % self.period == 0 and idx != 0:
+        if rebuild:
             self._rebuild(all_user_rows)
-        elif self.update == "batch":
+        elif accumulate:
             for m in self.modalities:
                 self.pending[m].append(topk_pairs(users, rows[m], self.k, self.pairing))
 

@@ -1,5 +1,6 @@
-"""MMSSL's building blocks: graph normalisation (spec §1.3), cross-modal attention (§3.4),
-GNN propagation (§3.6) and row normalisation. Graphs are sparse COO tensors throughout.
+"""MMSSL's building blocks: graph normalisation (spec §1.3; LightGCN's symmetric one as an
+option), cross-modal attention (§3.4), GNN propagation (§3.6) and row normalisation.
+Graphs are sparse COO tensors throughout.
 """
 
 import math
@@ -14,16 +15,22 @@ def rownorm(x):
     return F.normalize(x, p=2, dim=-1, eps=1e-12)
 
 
-def one_sided_graphs(users, items, values, n_users, n_items):
-    """P = diag(rowdeg+1e-8)^-1/2 G (users x items) and Q = diag(coldeg+1e-8)^-1/2 G^T.
-
-    ``G`` is the (user, item, value) edge list; duplicate edges add up. Empty rows stay zero.
-    """
+def _coalesced(users, items, values, n_users, n_items):
+    """(rows, cols, values, user degrees, item degrees) of the edge list; duplicate edges add up."""
     device, dtype = values.device, values.dtype
     graph = torch.sparse_coo_tensor(torch.stack([users, items]), values, (n_users, n_items)).coalesce()
     (rows, cols), vals = graph.indices(), graph.values()
     user_deg = torch.zeros(n_users, device=device, dtype=dtype).index_add_(0, rows, vals)
     item_deg = torch.zeros(n_items, device=device, dtype=dtype).index_add_(0, cols, vals)
+    return rows, cols, vals, user_deg, item_deg
+
+
+def one_sided_graphs(users, items, values, n_users, n_items):
+    """P = diag(rowdeg+1e-8)^-1/2 G (users x items) and Q = diag(coldeg+1e-8)^-1/2 G^T.
+
+    ``G`` is the (user, item, value) edge list; duplicate edges add up. Empty rows stay zero.
+    """
+    rows, cols, vals, user_deg, item_deg = _coalesced(users, items, values, n_users, n_items)
     p_vals = vals * (user_deg[rows] + 1e-8).pow(-0.5)
     q_vals = vals * (item_deg[cols] + 1e-8).pow(-0.5)
     p = torch.sparse_coo_tensor(torch.stack([rows, cols]), p_vals, (n_users, n_items)).coalesce()
@@ -31,21 +38,36 @@ def one_sided_graphs(users, items, values, n_users, n_items):
     return p, q
 
 
-def propagate(p, q, users, items, n_layers):
-    """Alternating user-then-item propagation over the training graph, readout = mean of L+1.
+def symmetric_graphs(users, items, values, n_users, n_items):
+    """LightGCN's normalisation: P = D_u^-1/2 G D_i^-1/2 (users x items) and Q = P^T."""
+    rows, cols, vals, user_deg, item_deg = _coalesced(users, items, values, n_users, n_items)
+    norm_vals = vals * (user_deg[rows] * item_deg[cols]).pow(-0.5)
+    p = torch.sparse_coo_tensor(torch.stack([rows, cols]), norm_vals, (n_users, n_items)).coalesce()
+    q = torch.sparse_coo_tensor(torch.stack([cols, rows]), norm_vals, (n_items, n_users)).coalesce()
+    return p, q
 
-    H_U^l = P H_I^(l-1), H_I^l = Q H_U^l; at the last layer both are softmaxed over the
-    embedding dimension (H_U before it is used for H_I), as the reference code does.
+
+ADJACENCY_NORMS = {"one_sided": one_sided_graphs, "symmetric": symmetric_graphs}
+
+
+def propagate(p, q, users, items, n_layers, last_softmax=True, alternating=True):
+    """GNN propagation over the training graph; readout = mean of the L+1 layers (spec §3.6).
+
+    ``alternating`` (the reference): H_U^l = P H_I^(l-1), then H_I^l = Q H_U^l, so a layer's
+    items see that layer's users. Otherwise both sides update from layer l-1, as LightGCN does.
+    ``last_softmax`` (the reference): the last layer is softmaxed over the embedding dimension
+    (H_U before it is used for H_I when alternating).
     """
     user_layers, item_layers = [users], [items]
     for layer in range(1, n_layers + 1):
-        last = layer == n_layers
-        users = torch.sparse.mm(p, items)
-        if last:
-            users = torch.softmax(users, dim=-1)
-        items = torch.sparse.mm(q, users)
-        if last:
+        soft = last_softmax and layer == n_layers
+        new_users = torch.sparse.mm(p, items)
+        if soft:
+            new_users = torch.softmax(new_users, dim=-1)
+        items = torch.sparse.mm(q, new_users if alternating else users)
+        if soft:
             items = torch.softmax(items, dim=-1)
+        users = new_users
         user_layers.append(users)
         item_layers.append(items)
     return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0)

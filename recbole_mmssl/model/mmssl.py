@@ -16,16 +16,22 @@ from torch import nn
 from recbole_mmssl.data.dataloader import UserBatchDataLoader
 from recbole_mmssl.model.discriminator import Discriminator, discriminator_loss, generator_loss
 from recbole_mmssl.model.generator import ModalityGraph, real_rows, relation_rows
-from recbole_mmssl.model.layers import CrossModalAttention, one_sided_graphs, propagate, rownorm
+from recbole_mmssl.model.feature_norm import normalise_features
+from recbole_mmssl.model.layers import ADJACENCY_NORMS, CrossModalAttention, one_sided_graphs, propagate, rownorm
 
+# The four paper-vs-code switches of spec §14 that default to ~ and follow ``variant``; the
+# presets' other keys are in properties/model/MMSSL.yaml (``presets``).
 VARIANTS = {
     "reference": {"attention": "reference", "d_negative_slope": 1.0, "graph_update": "batch",
                   "graph_pairing": "reference"},
     "paper": {"attention": "paper", "d_negative_slope": 0.01, "graph_update": "full", "graph_pairing": "aligned"},
+    "improved": {"attention": "reference", "d_negative_slope": 1.0, "graph_update": "batch",
+                 "graph_pairing": "reference"},
 }
 CHOICES = {"gumbel_form": ("orig", "head"), "graph_update": ("batch", "full"),
            "graph_pairing": ("reference", "aligned"), "attention": ("reference", "paper"),
-           "mixed_precision": (None, "bf16", "fp16")}
+           "mixed_precision": (None, "bf16", "fp16"), "adjacency_norm": tuple(ADJACENCY_NORMS),
+           "propagation": ("alternating", "simultaneous")}
 PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -33,7 +39,7 @@ def resolve_variant(config):
     """The four paper-vs-code switches: each one's own key if set, else the ``variant`` preset."""
     variant = config["variant"]
     if variant not in VARIANTS:
-        raise ValueError(f"Config key 'variant' is {variant!r}; use 'reference' or 'paper'.")
+        raise ValueError(f"Config key 'variant' is {variant!r}; use one of {sorted(VARIANTS)}.")
     return {key: default if config[key] is None else config[key] for key, default in VARIANTS[variant].items()}
 
 
@@ -80,12 +86,18 @@ class MMSSL(GeneralRecommender):
         self.use_contrastive = config["use_contrastive"]
         self.use_gumbel = config["use_gumbel"]
         self.graph_update = switches["graph_update"]
+        self.last_layer_softmax = config["last_layer_softmax"]
+        self.alternating = config["propagation"] == "alternating"
         self._check_choices(config, switches)
 
         self.n_real_items = self.n_items - 1  # internal item 0 is RecBole's padding
         for m, table in dataset.modality_features.items():
+            table, stats = normalise_features(table, config["feature_norm"])
+            if config["feature_norm"] != "none":
+                getLogger().info(f"feature_norm {config['feature_norm']}, modality {m}: "
+                                 + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
             self.register_buffer(f"feat_{m}", table.to(self.device), persistent=False)
-        self._init_graphs(dataset)
+        self._init_graphs(dataset, config["adjacency_norm"])
 
         d = self.embedding_size
         self.user_embedding = nn.Embedding(self.n_users, d)
@@ -145,16 +157,19 @@ class MMSSL(GeneralRecommender):
         if precision == "bf16" and not native_bf16:
             getLogger().warning("This CPU has no native bfloat16 support: mixed_precision: bf16 may be slower.")
 
-    def _init_graphs(self, dataset):
-        """Training graph P, Q (spec §1.3) and the CSR arrays that give each batch its entries of R."""
+    def _init_graphs(self, dataset, adjacency_norm):
+        """Training graph P, Q (spec §1.3), the GNN's graph (P, Q or LightGCN's symmetric
+        normalisation) and the CSR arrays that give each batch its entries of R."""
         matrix = dataset.inter_matrix(form="csr")
         matrix.sum_duplicates()
         matrix.data[:] = 1.0
         coo = matrix.tocoo()
         users = torch.from_numpy(coo.row).long().to(self.device)
         items = torch.from_numpy(coo.col).long().to(self.device)
-        self.train_p, self.train_q = one_sided_graphs(
-            users, items, torch.ones(len(users), device=self.device), self.n_users, self.n_items)
+        ones = torch.ones(len(users), device=self.device)
+        self.train_p, self.train_q = one_sided_graphs(users, items, ones, self.n_users, self.n_items)
+        self.gnn_p, self.gnn_q = (self.train_p, self.train_q) if adjacency_norm == "one_sided" else \
+            ADJACENCY_NORMS[adjacency_norm](users, items, ones, self.n_users, self.n_items)
         self.register_buffer("train_indptr", torch.from_numpy(matrix.indptr).long().to(self.device), persistent=False)
         self.register_buffer("train_indices", torch.from_numpy(matrix.indices).long().to(self.device),
                              persistent=False)
@@ -184,7 +199,8 @@ class MMSSL(GeneralRecommender):
         fused_item = self.attention([view_item[m] for m in self.modalities])
         users0 = self.user_embedding.weight + self.id_weight * rownorm(fused_user)
         items0 = self.item_embedding.weight + self.id_weight * rownorm(fused_item)
-        users, items = propagate(self.train_p, self.train_q, users0, items0, self.n_layers)
+        users, items = propagate(self.gnn_p, self.gnn_q, users0, items0, self.n_layers, self.last_layer_softmax,
+                                 self.alternating)
         users = users + self.mm_weight * sum(rownorm(feat_user[m]) for m in self.modalities)
         items = items + self.mm_weight * sum(rownorm(feat_item[m]) for m in self.modalities)
         return MMSSLOutput(users, items, feat_user, feat_item, view_user)
@@ -224,19 +240,25 @@ class MMSSL(GeneralRecommender):
         u, p, n = out.user[users], out.item[pos], out.item[neg]
         bpr = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
         emb_reg = self.emb_reg_weight * 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
-        feat_reg = self.feat_reg_weight * 0.5 * sum(
-            out.feat_item[m].pow(2).sum() + out.feat_user[m].pow(2).sum() for m in self.modalities
-        ) / self.n_real_items
         zero = bpr.new_zeros(())
+        feat_reg = zero
+        if self.feat_reg_weight:
+            feat_reg = self.feat_reg_weight * 0.5 * sum(
+                out.feat_item[m].pow(2).sum() + out.feat_user[m].pow(2).sum() for m in self.modalities
+            ) / self.n_real_items
         contrastive = zero
         if self.use_contrastive:
             contrastive = sum(self.contrastive_loss(out.view_user[m][users], u) for m in self.modalities)
-        rows = self.modality_rows(out, users, self.train_entries(users))
-        generator = zero
+        generator, rows = zero, None
         if self.use_adversarial:
+            rows = self.modality_rows(out, users, self.train_entries(users))
             generator = generator_loss(self.discriminator, torch.cat(list(rows.values())))
-        self.modality_graph.after_batch(users, {m: r.detach() for m, r in rows.items()},
-                                        lambda m: self._all_user_rows(out, m))
+        elif self.modality_graph.needs_batch_rows():
+            with torch.no_grad():
+                rows = self.modality_rows(out, users, self.train_entries(users))
+        if rows is not None:
+            rows = {m: r.detach() for m, r in rows.items()}
+        self.modality_graph.after_batch(users, rows, lambda m: self._all_user_rows(out, m))
         return bpr, emb_reg, feat_reg, self.cl_weight * contrastive, self.g_weight * generator
 
     def contrastive_loss(self, anchors, positives):

@@ -1,0 +1,67 @@
+"""Config layering: the plugin's property files, per-dataset model settings and variant presets."""
+
+import shutil
+
+import pytest
+import yaml
+
+from conftest import REPO
+from recbole_mmssl import config as config_module
+from recbole_mmssl.config import Config
+
+
+@pytest.fixture
+def properties(tmp_path, monkeypatch):
+    """A copy of properties/ with a dataset file 'toy' that sets a reference value and an improved one."""
+    folder = tmp_path / "properties"
+    shutil.copytree(REPO / "properties", folder)
+    monkeypatch.setattr(config_module, "properties_dir", lambda: folder)
+
+    def write(dataset_settings):
+        (folder / "dataset" / "toy.yaml").write_text(yaml.safe_dump(dataset_settings))
+        return folder
+
+    return write
+
+
+def build(**config_dict):
+    return Config(model="MMSSL", dataset="toy", config_dict={"data_path": "unused", **config_dict})
+
+
+def test_presets_layer_over_model_and_dataset_settings(properties):
+    folder = properties({"model_settings": {"MMSSL": {
+        "learning_rate": 0.1, "cl_weight": 0.2, "presets": {"improved": {"learning_rate": 0.3}}}}})
+    presets = yaml.safe_load((folder / "model" / "MMSSL.yaml").read_text())["presets"]
+    reference = build()
+    assert reference["learning_rate"] == 0.1 and reference["cl_weight"] == 0.2
+    assert reference["last_layer_softmax"] is True and reference["adjacency_norm"] == "one_sided"
+    assert reference["presets"] is None and reference["model_settings"] is None
+
+    paper = build(variant="paper")
+    assert paper["last_layer_softmax"] is False and paper["adjacency_norm"] == "symmetric"
+    assert paper["learning_rate"] == 0.1  # the dataset's value stays where the preset sets none
+
+    improved = build(variant="improved")
+    for key, value in presets["improved"].items():
+        if key != "learning_rate":
+            assert improved[key] == value, key
+    assert improved["learning_rate"] == 0.3  # the dataset's improved block wins over its reference value
+
+    flagged = build(variant="paper", last_layer_softmax=True, learning_rate=0.5)
+    assert flagged["last_layer_softmax"] is True and flagged["adjacency_norm"] == "symmetric"
+    assert flagged["learning_rate"] == 0.5
+
+
+def test_unknown_variants_are_refused(properties):
+    properties({})
+    with pytest.raises(ValueError, match=r"'variant' is 'best'.*\['improved', 'paper', 'reference'\]"):
+        build(variant="best")
+    properties({"model_settings": {"MMSSL": {"presets": {"tuned": {"learning_rate": 0.3}}}}})
+    with pytest.raises(ValueError, match=r"toy.yaml sets presets \['tuned'\]"):
+        build()
+
+
+def test_models_without_presets_ignore_variant(properties):
+    properties({"model_settings": {"LightGCN": {"n_layers": 3}}})
+    config = Config(model="LightGCN", dataset="toy", config_dict={"data_path": "unused"})
+    assert config["n_layers"] == 3 and config["stopping_step"] == 10
