@@ -24,7 +24,9 @@ setup(
         "scipy>=1.10",
         "pyyaml",
     ],
-    extras_require={"tune": ["ray[tune]>=2.6,<=2.6.3", "pyarrow<15", "setuptools>=77,<81"]},
+    # matplotlib draws the learning curves and comparison charts; without it only the CSVs are written
+    extras_require={"tune": ["ray[tune]>=2.6,<=2.6.3", "pyarrow<15", "setuptools>=77,<81"],
+                    "plots": ["matplotlib>=3.7"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -10,6 +10,8 @@
   loaded with :func:`load_checkpoint`, which trusts them explicitly.
 """
 
+import os
+
 import numpy as np
 import torch
 
@@ -55,27 +57,41 @@ def load_checkpoint(path, map_location=None):
 
 
 class CheckpointMixin:
-    """Trainer mixin that reloads RecBole checkpoints on torch >= 2.6 and makes them resumable.
+    """Trainer mixin that reloads RecBole checkpoints on torch >= 2.6 and makes runs resumable.
 
-    Beside RecBole's fields a checkpoint keeps the validation result of its (best) epoch, so a
-    resumed run whose later epochs do not improve still reports it.
+    Beside RecBole's fields a checkpoint keeps the best validation result so far and its epoch.
+    With ``saved`` the trainer also writes, after every evaluated epoch, the state of that epoch
+    to :attr:`last_checkpoint_file` (``<best file>-last.pth``), so an interrupted run continues
+    from its last finished epoch, not only from its best one; a run that ends removes it.
     """
 
     _last_valid_result = None
+    _stopped = False
+    best_epoch = None
+
+    @property
+    def last_checkpoint_file(self):
+        return self.saved_model_file[:-len(".pth")] + "-last.pth"
 
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
         self._last_valid_result = valid_result
         return valid_score, valid_result
 
-    def _checkpoint_state(self, epoch):
-        """What a checkpoint holds; subclasses add their parts (and restore them in ``_restore_state``)."""
+    def _checkpoint_state(self, epoch, best_valid_result=None, best_epoch=None):
+        """What a checkpoint holds; subclasses add their parts (and restore them in ``_restore_state``).
+
+        The best result and epoch default to this epoch's: a checkpoint of the best epoch.
+        """
         return {
             "config": self.config,
             "epoch": epoch,
             "cur_step": self.cur_step,
             "best_valid_score": self.best_valid_score,
-            "best_valid_result": self._last_valid_result,
+            "best_valid_result": self._last_valid_result if best_valid_result is None else best_valid_result,
+            "best_epoch": epoch if best_epoch is None else best_epoch,
+            "best_model_file": self.saved_model_file,
+            "stopped": self.cur_step > self.stopping_step,
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
@@ -83,26 +99,61 @@ class CheckpointMixin:
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        self.best_epoch = epoch
         torch.save(self._checkpoint_state(epoch), saved_model_file, pickle_protocol=4)
         if verbose:
             self.logger.info(f"Saving current: {saved_model_file}")
 
+    def _save_last_checkpoint(self, epoch):
+        state = self._checkpoint_state(epoch, best_valid_result=self.best_valid_result, best_epoch=self.best_epoch)
+        partial = self.last_checkpoint_file + ".partial"
+        torch.save(state, partial, pickle_protocol=4)
+        os.replace(partial, self.last_checkpoint_file)  # an interruption never leaves half a file
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's ``fit``; with ``saved``, the last-epoch checkpoint after every evaluated epoch,
+        removed again when training ends. A run resumed after it had stopped early returns its
+        best result without training."""
+        if self._stopped or (self.start_epoch > 0 and self.start_epoch >= self.epochs):
+            return self.best_valid_score, self.best_valid_result
+
+        def after_epoch(epoch, valid_score):
+            if saved:
+                self._save_last_checkpoint(epoch)
+            if callback_fn:
+                callback_fn(epoch, valid_score)
+
+        result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                             callback_fn=after_epoch)
+        if saved and os.path.exists(self.last_checkpoint_file):
+            os.remove(self.last_checkpoint_file)
+        return result
+
     def resume_checkpoint(self, resume_file):
-        """Restore model, optimizer and progress from ``resume_file`` to continue training."""
+        """Restore model, optimizers and progress from ``resume_file`` to continue training.
+
+        ``resume_file`` is a run's last-epoch checkpoint (``-last.pth``; the run goes on from the
+        epoch after it) or its best checkpoint (the run goes on from the epoch after the best).
+        """
         resume_file = str(resume_file)
-        self.saved_model_file = resume_file
         checkpoint = load_checkpoint(resume_file, self.device)
         if checkpoint["config"]["model"].lower() != self.config["model"].lower():
             raise ValueError(
                 f"Checkpoint {resume_file} was written by model "
                 f"{checkpoint['config']['model']}, not {self.config['model']}."
             )
+        best_file = checkpoint.get("best_model_file")
+        if not best_file or not os.path.isfile(best_file) or os.path.samefile(best_file, resume_file):
+            best_file = resume_file
+        self.saved_model_file = best_file
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint.get("best_valid_result")
+        self.best_epoch = checkpoint.get("best_epoch", checkpoint["epoch"])
+        self._stopped = checkpoint.get("stopped", False)
         self._restore_state(checkpoint)
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+        self.logger.info(f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}")
 
     def _restore_state(self, checkpoint):
         """Load everything a resumed run needs from ``checkpoint``; subclasses add their parts."""

@@ -14,16 +14,19 @@ from recbole.utils import set_color
 from tqdm import tqdm
 
 from recbole_mmssl.compat import CheckpointMixin
+from recbole_mmssl.curves import LearningCurveMixin
 
 LOSS_NAMES = ("bpr", "emb_reg", "feat_reg", "contrastive", "generator", "discriminator")
 
 
-class MMSSLTrainer(CheckpointMixin, Trainer):
+class MMSSLTrainer(LearningCurveMixin, CheckpointMixin, Trainer):
     """Alternating adversarial trainer for :class:`recbole_mmssl.model.mmssl.MMSSL`.
 
     Every epoch reseeds the random generators from (seed, epoch), so a run resumed from a
     checkpoint continues exactly as the uninterrupted run would have.
     """
+
+    loss_names = LOSS_NAMES
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -106,19 +109,14 @@ class MMSSLTrainer(CheckpointMixin, Trainer):
                 f"MMSSL loss {', '.join(bad)} is not finite at epoch {epoch_idx}, batch {batch_idx}; "
                 "training stopped. Lower learning_rate or d_learning_rate, or check the item features.")
 
-    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
-        parts = ", ".join(f"{name}: {value:.4f}" for name, value in zip(LOSS_NAMES, losses))
-        return (set_color(f"epoch {epoch_idx} training", "green") + " [" + set_color("time", "blue")
-                + f": {e_time - s_time:.2f}s, {parts}]")
-
     def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
         for name, value in zip(LOSS_NAMES, losses):
             self.tensorboard.add_scalar(f"{tag}/{name}", value, epoch_idx)
         self.tensorboard.add_scalar(f"{tag}/recommender", sum(losses[:-1]), epoch_idx)
 
-    def _checkpoint_state(self, epoch):
+    def _checkpoint_state(self, epoch, best_valid_result=None, best_epoch=None):
         return {
-            **super()._checkpoint_state(epoch),
+            **super()._checkpoint_state(epoch, best_valid_result, best_epoch),
             "discriminator_optimizer": self.d_optimizer.state_dict(),
             "scalers": (self.scaler.state_dict(), self.d_scaler.state_dict()),
         }

@@ -17,6 +17,7 @@ from recbole.utils import get_trainer as get_recbole_trainer
 from recbole.utils.argument_list import dataset_arguments
 
 from recbole_mmssl.compat import CheckpointMixin
+from recbole_mmssl.curves import LearningCurveMixin
 from recbole_mmssl.evaluation import check_test_mask, test_history_sampler
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -55,8 +56,8 @@ _wrapped_trainers = {}
 def get_trainer(model_type, model_name):
     """The trainer class: ``recbole_mmssl.trainer.<Name>Trainer`` first, then RecBole's.
 
-    RecBole's trainers are given :class:`CheckpointMixin`, so their best-model reload works
-    on torch >= 2.6.
+    RecBole's trainers are given :class:`CheckpointMixin` (their best-model reload works on
+    torch >= 2.6, and runs resume from their last epoch) and :class:`LearningCurveMixin`.
     """
     if importlib.util.find_spec("recbole_mmssl.trainer") is not None:
         plugin_trainers = importlib.import_module("recbole_mmssl.trainer")
@@ -64,7 +65,8 @@ def get_trainer(model_type, model_name):
             return getattr(plugin_trainers, f"{model_name}Trainer")
     base = get_recbole_trainer(model_type, model_name)
     if base not in _wrapped_trainers:
-        _wrapped_trainers[base] = type(base.__name__, (CheckpointMixin, base), {"__module__": __name__})
+        _wrapped_trainers[base] = type(base.__name__, (LearningCurveMixin, CheckpointMixin, base),
+                                       {"__module__": __name__})
     return _wrapped_trainers[base]
 
 

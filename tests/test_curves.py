@@ -1,0 +1,94 @@
+"""Per-epoch records: the learning-curve CSV and PNG, and the last-epoch checkpoint that resumes a run."""
+
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from recbole_mmssl.compat import load_checkpoint
+from recbole_mmssl.config import Config
+from recbole_mmssl.quick_start import build_model, prepare_data
+from recbole_mmssl.trainer import LOSS_NAMES
+from recbole_mmssl.utils import get_trainer
+
+SMALL = {"train_batch_size": 16, "embedding_size": 16, "n_heads": 2}
+
+
+def trainer_for(config_dict, model="MMSSL", **overrides):
+    cfg = Config(model=model, config_dict={**config_dict, **SMALL, **overrides})
+    _, (train, valid, _) = prepare_data(cfg)
+    return get_trainer(cfg["MODEL_TYPE"], model)(cfg, build_model(cfg, train)), train, valid
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_after(epoch):
+    def callback(epoch_idx, valid_score):
+        if epoch_idx == epoch:
+            raise Interrupt
+
+    return callback
+
+
+@pytest.mark.parametrize("model, losses", [("MMSSL", [f"loss/{n}" for n in LOSS_NAMES]), ("LightGCN", ["loss/total"])])
+def test_every_run_writes_its_learning_curves(toy_multimodal, in_tmp, model, losses):
+    config, _, _ = toy_multimodal
+    trainer, train, valid = trainer_for(config, model, epochs=3)
+    trainer.fit(train, valid, saved=True)
+    table = pd.read_csv(trainer.curve_file)
+    assert table["epoch"].tolist() == [0, 1, 2]
+    assert set(losses) <= set(table.columns) and (table["train_seconds"] > 0).all()
+    assert {"valid/recall@20", "valid/ndcg@20", "valid_score", "valid_seconds"} <= set(table.columns)
+    assert table["valid_score"].tolist() == pytest.approx(table["valid/recall@20"].tolist())
+    assert trainer.best_valid_score == pytest.approx(table["valid_score"].max())
+    png = trainer.curve_file[:-len(".csv")] + ".png"
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.basename(trainer.curve_file).startswith(f"{model}-")
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(toy_multimodal, in_tmp):
+    """Interrupted after epoch 1 of 4, resumed from the last-epoch checkpoint: the same weights,
+    best result and per-epoch losses as the run that was never interrupted."""
+    config, _, _ = toy_multimodal
+    full, train, valid = trainer_for(config, epochs=4, checkpoint_dir=str(in_tmp / "full"))
+    full.fit(train, valid, saved=True)
+    assert not os.path.exists(full.last_checkpoint_file)  # a finished run leaves only its best checkpoint
+
+    first, train, valid = trainer_for(config, epochs=4, checkpoint_dir=str(in_tmp / "first"))
+    with pytest.raises(Interrupt):
+        first.fit(train, valid, saved=True, callback_fn=stop_after(1))
+    last = load_checkpoint(first.last_checkpoint_file)
+    assert last["epoch"] == 1 and last["best_model_file"] == first.saved_model_file
+    assert [row["epoch"] for row in last["epoch_records"]] == [0, 1]
+
+    resumed, train, valid = trainer_for(config, epochs=4, checkpoint_dir=str(in_tmp / "resumed"))
+    resumed.resume_checkpoint(first.last_checkpoint_file)
+    assert resumed.start_epoch == 2 and resumed.saved_model_file == first.saved_model_file
+    resumed.fit(train, valid, saved=True)
+    for name, value in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+    assert resumed.best_valid_result == full.best_valid_result and resumed.best_epoch == full.best_epoch
+    for a, b in zip(full.epoch_records, resumed.epoch_records):
+        assert {k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}
+    assert len(resumed.epoch_records) == 4
+
+
+def test_a_stopped_run_is_not_trained_again(toy_multimodal, in_tmp, monkeypatch):
+    config, _, _ = toy_multimodal
+    first, train, valid = trainer_for(config, epochs=4)
+    with pytest.raises(Interrupt):
+        first.fit(train, valid, saved=True, callback_fn=stop_after(1))
+    checkpoint = load_checkpoint(first.last_checkpoint_file)
+    assert checkpoint["stopped"] is False
+    checkpoint["stopped"] = True  # as early stopping leaves it
+    torch.save(checkpoint, first.last_checkpoint_file)
+
+    resumed, train, valid = trainer_for(config, epochs=4)
+    resumed.resume_checkpoint(first.last_checkpoint_file)
+    monkeypatch.setattr(resumed, "_train_epoch", lambda *a, **k: pytest.fail("a stopped run trained again"))
+    score, result = resumed.fit(train, valid, saved=True)
+    assert score == checkpoint["best_valid_score"] and result == checkpoint["best_valid_result"]
