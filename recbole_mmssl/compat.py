@@ -5,6 +5,8 @@
   dataset code also use the old aliases ``np.float``, ``np.bool``, ``np.long``.
 * scipy 1.13 removed ``dok_matrix._update``, which RecBole's LightGCN, NGCF, NCL and other
   graph baselines call to build their adjacency matrices.
+* RecBole 1.2.1's evaluation collector calls ``.cpu()`` on non-tensor data, which breaks its
+  own ItemCoverage, AveragePopularity, GiniIndex and TailPercentage metrics.
 * torch >= 2.6 loads with ``weights_only=True``; RecBole's checkpoints hold the pickled
   ``Config``, so its reload paths fail. Checkpoints written by this package's trainers are
   loaded with :func:`load_checkpoint`, which trusts them explicitly.
@@ -46,6 +48,36 @@ def install_scipy_dok_update():
             self._dict.update(data)
 
         sp.dok_matrix._update = _update
+
+
+def install_collector_fix():
+    """Let RecBole's evaluation collector hand over non-tensor data (only where not yet done).
+
+    ``Collector.get_data_struct`` calls ``.cpu()`` on everything it collected, but
+    ``data.num_items`` is an int and ``data.count_items`` a Counter, so every evaluation with
+    ItemCoverage, AveragePopularity, GiniIndex or TailPercentage fails in RecBole 1.2.1.
+    """
+    from recbole.evaluator.collector import Collector
+
+    if getattr(Collector.get_data_struct, "_moves_tensors_only", False):
+        return
+    original = Collector.get_data_struct
+
+    def get_data_struct(self):
+        data = self.data_struct._data_dict
+        kept = {key: value for key, value in data.items() if not isinstance(value, torch.Tensor)}
+        for key in kept:
+            del data[key]
+        try:
+            struct = original(self)
+        finally:
+            data.update(kept)
+        for key, value in kept.items():
+            struct.set(key, value)
+        return struct
+
+    get_data_struct._moves_tensors_only = True
+    Collector.get_data_struct = get_data_struct
 
 
 def load_checkpoint(path, map_location=None):

@@ -106,3 +106,14 @@ def test_run_script_trains_lightgcn_on_bundled_tiktok(tmp_path, mask):
     for key in ("recall@20", "precision@20", "ndcg@20", "ndcg_ref@20", "recall@50"):
         assert f"'{key}'" in test_line
     assert "The number of items: 6711" in log
+
+
+def test_recbole_list_metrics_evaluate(toy_multimodal, in_tmp):
+    """RecBole's own ItemCoverage, AveragePopularity, GiniIndex, ShannonEntropy and TailPercentage
+    run through its trainer (its collector cannot hand them over unpatched)."""
+    config, _, _ = toy_multimodal
+    metrics = ["Recall", "ItemCoverage", "AveragePopularity", "GiniIndex", "ShannonEntropy", "TailPercentage"]
+    result = run_recbole_mmssl(model="BPR", config_dict={**config, "metrics": metrics}, saved=False)
+    test = result["test_result"]
+    assert 0 < test["itemcoverage@20"] <= 1 and test["averagepopularity@20"] > 0
+    assert 0 <= test["giniindex@20"] <= 1 and 0 <= test["tailpercentage@20"] <= 1

@@ -1,0 +1,135 @@
+"""Where trained models win: users grouped by activity, items split by popularity.
+
+    python -m recbole_mmssl.analyze saved/MMSSL-a.pth saved/LightGCN-b.pth
+    python -m recbole_mmssl.analyze saved/MMSSL-a.pth --user_groups 0,4,6,9,13   # the paper's Table 4 groups
+
+For each checkpoint, on the test split (``--phase valid`` for validation), with the masks of
+the evaluation (``test_masked_items``):
+
+* users grouped by their number of training interactions (the quartiles, or the boundaries
+  given): group size, Recall@K and NDCG@K;
+* held-out items split by training popularity into head and tail as RecBole's
+  ``TailPercentage`` splits them (``tail_ratio``; items never trained on count as the least
+  popular): how many pairs, and the hit rate@K of each;
+* RecBole's own metrics of the recommendation lists: ItemCoverage, AveragePopularity,
+  GiniIndex, ShannonEntropy and TailPercentage, beside Recall and NDCG.
+
+Writes ``analysis.md``, ``groups.csv``, ``items.csv``, ``lists.csv`` and ``groups.png`` to
+``--output`` (default ``analysis/``).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LIST_METRICS = ["ItemCoverage", "AveragePopularity", "GiniIndex", "ShannonEntropy", "TailPercentage"]
+
+
+def user_groups(counts, boundaries=None):
+    """Group index per user and the groups' names: half-open ranges [b_j, b_j+1) of training
+    interaction counts, the last one open; by default the quartiles of ``counts``."""
+    if boundaries is None:
+        boundaries = np.unique(np.quantile(counts, [0, 0.25, 0.5, 0.75]).astype(int))
+    boundaries = sorted(int(b) for b in boundaries)
+    edges = list(boundaries) + [np.inf]
+    names = [f"[{lo}, {hi})" if np.isfinite(hi) else f"[{lo}, +)" for lo, hi in zip(edges[:-1], edges[1:])]
+    index = np.searchsorted(np.array(boundaries), counts, side="right") - 1
+    return index, names
+
+
+def analyze_checkpoint(path, phase="test", k=20, boundaries=None):
+    """(label, group table, item table, list-metric row) of one saved model."""
+    from recbole.evaluator.metrics import TailPercentage
+    from recbole.utils import init_logger
+
+    from recbole_mmssl.quick_start import load_data_and_model
+    from recbole_mmssl.rankings import collect_rankings, per_user_metrics
+    from recbole_mmssl.utils import get_trainer
+
+    config, model, _, train, valid, test = load_data_and_model(path)
+    if k not in config["topk"]:
+        raise ValueError(f"--k {k} is not one of the checkpoint's cut-offs topk {config['topk']}.")
+    config["metrics"] = list(dict.fromkeys(list(config["metrics"]) + LIST_METRICS))
+    init_logger(config)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.eval_collector.data_collect(train)
+    rankings = collect_rankings(trainer, valid if phase == "valid" else test)
+    label = f"{config['model']} ({Path(path).stem})"
+
+    lists = {"run": label, **{key: float(v) for key, v in trainer.evaluator.evaluate(rankings.struct).items()
+                             if key.endswith(f"@{k}")}}
+    per_user = per_user_metrics(config, rankings)
+    counter = train._dataset.user_counter
+    counts = np.array([counter.get(u, 0) for u in rankings.users])
+    index, names = user_groups(counts, boundaries)
+    groups = pd.DataFrame({"group": index, "recall": per_user[f"recall@{k}"], "ndcg": per_user[f"ndcg@{k}"]})
+    groups = groups.groupby("group").agg(users=("recall", "size"), recall=("recall", "mean"), ndcg=("ndcg", "mean"))
+    groups = groups.reindex(range(len(names)), fill_value=0).reset_index(drop=True)
+    groups.insert(0, "interactions", names)
+    groups.insert(0, "run", label)
+    groups = groups.rename(columns={"recall": f"recall@{k}", "ndcg": f"ndcg@{k}"})
+
+    counter = train._dataset.item_counter  # items never trained on count 0: the least popular
+    count_items = {item: counter.get(item, 0) for item in range(1, train._dataset.item_num)}
+    targets = rankings.pairs[:, 1]
+    tail = TailPercentage(config).get_tail(targets[:, None], count_items)[:, 0].astype(bool)
+    hits = (rankings.top_items[rankings.pairs[:, 0], :k] == targets[:, None]).any(1)
+    items = pd.DataFrame([{"run": label, "items": name, "pairs": int(mask.sum()),
+                           f"hit@{k}": float(hits[mask].mean()) if mask.any() else float("nan")}
+                          for name, mask in (("head", ~tail), ("tail", tail), ("all", np.ones_like(tail)))])
+    return label, groups, items, lists
+
+
+def _markdown(frame):
+    def cell(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)] + rows)
+
+
+def analyze(paths, output="analysis", phase="test", k=20, boundaries=None):
+    """Analyse every checkpoint and write the tables and the group chart; returns the three tables."""
+    from recbole_mmssl.plots import bar_chart
+
+    parts = [analyze_checkpoint(p, phase, k, boundaries) for p in paths]
+    groups = pd.concat([p[1] for p in parts], ignore_index=True)
+    items = pd.concat([p[2] for p in parts], ignore_index=True)
+    lists = pd.DataFrame([p[3] for p in parts])
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    groups.to_csv(output / "groups.csv", index=False)
+    items.to_csv(output / "items.csv", index=False)
+    lists.to_csv(output / "lists.csv", index=False)
+    text = [f"# Analysis ({phase}, K = {k})", "", "Users by training interactions:", "", _markdown(groups), "",
+            "Held-out pairs by item popularity (RecBole's tail_ratio split):", "", _markdown(items), "",
+            "Recommendation lists (RecBole's metrics):", "", _markdown(lists)]
+    (output / "analysis.md").write_text("\n".join(text) + "\n", encoding="utf-8")
+    bar_chart(groups, "interactions", "run", f"recall@{k}", output / "groups.png",
+              f"Recall@{k} by users' training interactions ({phase})")
+    return groups, items, lists
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--phase", choices=["valid", "test"], default="test")
+    parser.add_argument("--k", type=int, default=20, help="cut-off (one of the checkpoint's topk)")
+    parser.add_argument("--user_groups", default=None, help="group boundaries, e.g. 0,4,6,9,13 (default: quartiles)")
+    parser.add_argument("--output", default="analysis")
+    args = parser.parse_args(argv)
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value flags
+
+    import recbole_mmssl  # noqa: F401  (numpy aliases, NDCG_ref)
+
+    boundaries = [int(b) for b in args.user_groups.split(",")] if args.user_groups else None
+    analyze(args.checkpoints, args.output, args.phase, args.k, boundaries)
+    print((Path(args.output) / "analysis.md").read_text(encoding="utf-8"))
+    print(f"Written: {args.output}/analysis.md, groups.csv, items.csv, lists.csv, groups.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""compare: several runs over several seeds, mean ± sd, paired tests over users, resumption."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from recbole_mmssl import quick_start
+from recbole_mmssl.compare import RunSpec, compare, main, paired_tests, parse_run, pooled_user_scores, run_one
+from recbole_mmssl.compat import CheckpointMixin, load_checkpoint
+from recbole_mmssl.trainer import MMSSLTrainer
+
+TINY = {"train_batch_size": 64, "epochs": 2, "embedding_size": 16, "state": "ERROR"}
+
+
+def test_seeds_are_pooled_per_user_then_tested_pairwise():
+    """Hand-made per-user scores: the pooled means by hand, the p-values from scipy.stats directly."""
+    rng = np.random.default_rng(0)
+    users = np.array([f"u{k}" for k in range(30)])
+    base = [{"users": users, "recall@20": rng.random(30), "ndcg@20": rng.random(30)} for _ in range(2)]
+    other = [{"users": users[::-1], "recall@20": rng.random(30), "ndcg@20": rng.random(30)} for _ in range(2)]
+    pooled = pooled_user_scores({"base": base, "other": other})
+    assert pooled["base"].loc["u3", "recall@20"] == pytest.approx((base[0]["recall@20"][3] + base[1]["recall@20"][3]) / 2)
+    assert pooled["other"].loc["u3", "ndcg@20"] == pytest.approx(
+        (other[0]["ndcg@20"][26] + other[1]["ndcg@20"][26]) / 2)  # reversed order: u3 is row 26
+
+    table = paired_tests(pooled, "base").set_index("label")
+    for metric in ("recall@20", "ndcg@20"):
+        a = np.array([np.mean([r[metric][list(r["users"]).index(u)] for r in other]) for u in users])
+        b = np.array([np.mean([r[metric][k] for r in base]) for k in range(30)])
+        assert table.loc["other", f"{metric} t-test p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+        assert table.loc["other", f"{metric} Wilcoxon p"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+        assert table.loc["other", f"{metric} mean diff"] == pytest.approx(np.mean(a - b))
+    assert table.loc["other", "users"] == 30
+
+
+def test_run_labels():
+    assert parse_run("LightGCN") == RunSpec("LightGCN", "LightGCN", None)
+    assert parse_run("ref=MMSSL") == RunSpec("ref", "MMSSL", None)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        parse_run("improved=MMSSL:missing.yaml")
+
+
+def test_two_models_two_seeds_write_the_comparison(toy_multimodal, in_tmp, monkeypatch):
+    config, _, _ = toy_multimodal
+    overrides = {k: v for k, v in config.items() if k != "dataset"}
+    overrides.update(TINY)
+    (in_tmp / "mmssl.yaml").write_text("use_adversarial: False\n")
+    specs = [parse_run(f"mmssl-noasl=MMSSL:{in_tmp / 'mmssl.yaml'}"), RunSpec("BPR", "BPR")]
+    output = in_tmp / "cmp"
+    table, summary, tests = compare(specs, "toy", [7, 8], output, overrides=overrides)
+
+    csv = pd.read_csv(output / "comparison.csv")
+    assert list(zip(csv["label"], csv["seed"])) == [("mmssl-noasl", 7), ("mmssl-noasl", 8), ("BPR", 7), ("BPR", 8)]
+    assert {"best_epoch", "epochs", "seconds_per_epoch", "valid/recall@20", "test/recall@20", "test/ndcg@20",
+            "test/ndcg_ref@20"} <= set(csv.columns)
+    assert (csv["epochs"] == 2).all() and csv["best_epoch"].between(0, 1).all()
+    seeded = [load_checkpoint(output / "mmssl-noasl" / f"seed-{seed}" / "model.pth") for seed in (7, 8)]
+    assert [c["config"]["seed"] for c in seeded] == [7, 8]
+    assert not torch.equal(*(c["state_dict"]["user_embedding.weight"] for c in seeded))
+    markdown = (output / "comparison.md").read_text()
+    mean, sd = csv.loc[:1, "test/recall@20"].mean(), csv.loc[:1, "test/recall@20"].std(ddof=1)
+    assert f"{mean:.4f} ± {sd:.4f}" in markdown
+    assert "Paired tests against mmssl-noasl" in markdown and "| BPR |" in markdown
+    assert 0 <= tests.loc[0, "recall@20 Wilcoxon p"] <= 1
+    assert (output / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    run = output / "mmssl-noasl" / "seed-7"
+    assert {"model.pth", "epochs.csv", "epochs.png", "log.txt", "result.json", "test_users.npz"} <= set(os.listdir(run))
+    with np.load(run / "test_users.npz") as data:
+        assert data["recall@20"].mean() == pytest.approx(csv.loc[0, "test/recall@20"], abs=1e-4)
+
+    # a restarted comparison skips finished runs: nothing is built or trained again
+    monkeypatch.setattr(quick_start, "prepare_data", lambda *a, **k: pytest.fail("a finished run ran again"))
+    again, _, _ = compare(specs, "toy", [7, 8], output, overrides=overrides)
+    assert again.equals(table)
+
+
+def test_an_interrupted_run_continues_from_its_last_epoch(toy_multimodal, in_tmp, monkeypatch):
+    config, _, _ = toy_multimodal
+    overrides = {**{k: v for k, v in config.items() if k != "dataset"}, **TINY, "use_adversarial": False}
+    spec = RunSpec("mmssl", "MMSSL")
+    whole = run_one(spec, "toy", 7, in_tmp / "whole", overrides=overrides)
+
+    save = CheckpointMixin._save_last_checkpoint
+
+    def save_then_die(self, epoch):
+        save(self, epoch)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CheckpointMixin, "_save_last_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_one(spec, "toy", 7, in_tmp / "cut", overrides=overrides)
+    assert (in_tmp / "cut" / "model-last.pth").is_file() and not (in_tmp / "cut" / "result.json").exists()
+    monkeypatch.setattr(CheckpointMixin, "_save_last_checkpoint", save)
+    trained = []
+    train_epoch = MMSSLTrainer._train_epoch
+    monkeypatch.setattr(MMSSLTrainer, "_train_epoch", lambda self, data, epoch, **k: trained.append(epoch) or
+                        train_epoch(self, data, epoch, **k))
+    resumed = run_one(spec, "toy", 7, in_tmp / "cut", overrides=overrides)
+    assert trained == [1]  # only the epoch after the last checkpoint
+    assert resumed["test"] == whole["test"] and resumed["valid"] == whole["valid"]
+    assert resumed["epochs"] == whole["epochs"] == 2 and not (in_tmp / "cut" / "model-last.pth").exists()
+
+
+def test_finished_checkpoints_compare_without_training(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    overrides = {**{k: v for k, v in config.items() if k != "dataset"}, **TINY}
+    results = [run_one(RunSpec(m, m), "toy", 7, in_tmp / m, overrides=overrides) for m in ("BPR", "LightGCN")]
+    main(["--checkpoints", f"bpr={in_tmp / 'BPR' / 'model.pth'}", str(in_tmp / "LightGCN" / "model.pth"),
+          "--output", str(in_tmp / "from-files")])
+    csv = pd.read_csv(in_tmp / "from-files" / "comparison.csv")
+    assert csv["label"].tolist() == ["bpr", "LightGCN"]
+    assert csv["test/recall@20"].tolist() == pytest.approx([r["test"]["recall@20"] for r in results])
+    assert csv["best_epoch"].tolist() == [r["best_epoch"] for r in results]
+
+
+def test_runs_side_by_side_through_ray_give_the_same_results(toy_multimodal, in_tmp):
+    pytest.importorskip("ray")
+    config, _, _ = toy_multimodal
+    overrides = {**{k: v for k, v in config.items() if k != "dataset"}, **TINY}
+    specs = [RunSpec("BPR", "BPR")]
+    here, _, _ = compare(specs, "toy", [7, 8], in_tmp / "here", overrides=overrides)
+    ray_table, _, _ = compare(specs, "toy", [7, 8], in_tmp / "ray", overrides=overrides, parallel=True,
+                              cpus_per_trial=1, max_concurrent_trials=2)
+    columns = [c for c in here.columns if c.startswith(("test/", "valid/"))] + ["seed", "best_epoch"]
+    assert ray_table[columns].equals(here[columns])
+    assert (in_tmp / "ray" / "BPR" / "seed-8" / "result.json").is_file()
