@@ -70,7 +70,7 @@ def run_one(spec, dataset, seed, folder, config_files=(), overrides=None, thread
     from recbole.utils import init_logger
 
     from recbole_mmssl.config import Config
-    from recbole_mmssl.quick_start import build_model, prepare_data
+    from recbole_mmssl.quick_start import attach_run_folder, build_model, prepare_data
     from recbole_mmssl.rankings import collect_rankings, per_user_metrics
     from recbole_mmssl.utils import get_trainer
 
@@ -88,12 +88,7 @@ def run_one(spec, dataset, seed, folder, config_files=(), overrides=None, thread
     try:
         _, (train, valid, test) = prepare_data(config)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, build_model(config, train))
-        trainer.saved_model_file = str(folder / "model.pth")
-        trainer.curve_file = str(folder / "epochs.csv")
-        for checkpoint in (trainer.last_checkpoint_file, trainer.saved_model_file):
-            if os.path.isfile(checkpoint):
-                trainer.resume_checkpoint(checkpoint)
-                break
+        attach_run_folder(trainer, folder)
         trainer.fit(train, valid, saved=True, show_progress=False, verbose=True)
         test_result = trainer.evaluate(test, load_best_model=True)
         rankings = collect_rankings(trainer, test)

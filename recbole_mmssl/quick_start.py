@@ -4,6 +4,7 @@ RecBole's own ``recbole.quick_start`` is not used: it imports Ray at module leve
 checkpoints in a way torch >= 2.6 refuses.
 """
 
+import os
 from logging import getLogger
 
 import torch
@@ -27,6 +28,19 @@ def build_model(config, train_data):
     """A freshly initialised model on ``config['device']``, built from the training split."""
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     return config.model_class(config, train_data._dataset).to(config["device"])
+
+
+def attach_run_folder(trainer, folder):
+    """Give a run its own folder: ``model.pth`` (best), ``model-last.pth`` and ``epochs.csv``; a run
+    found there unfinished is resumed from its last epoch (or, without one, from its best)."""
+    os.makedirs(folder, exist_ok=True)
+    trainer.saved_model_file = os.path.join(folder, "model.pth")
+    trainer.curve_file = os.path.join(folder, "epochs.csv")
+    for checkpoint in (trainer.last_checkpoint_file, trainer.saved_model_file):
+        if os.path.isfile(checkpoint):
+            trainer.resume_checkpoint(checkpoint)
+            break
+    return trainer
 
 
 def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,

@@ -3,7 +3,8 @@
     python run_recbole_mmssl.py --dataset=tiktok --tune=properties/tune/mmssl.yaml --num_samples=8
 
 Every trial reports its validation metric (RecBole's ``valid_metric``) after each epoch, so
-an ASHA scheduler can stop weak trials early. The dataset is built once by the driver and
+an ASHA scheduler can stop weak trials early. A trial keeps its checkpoints in its own folder,
+so a resumed search (``--resume``) continues an unfinished trial from its last epoch. The dataset is built once by the driver and
 shared through Ray's object store. Results: a table of all trials sorted by the metric
 (printed and ``trials.csv``), the best configuration as a RecBole YAML (``best_config.yaml``)
 and the best trial's test metrics, in the experiment folder. Only this module imports Ray.
@@ -25,6 +26,9 @@ SAMPLERS = {
 }
 TUNE_FLAGS = ("tune", "num_samples", "cpus_per_trial", "gpus_per_trial", "max_concurrent_trials", "ray_address",
               "tune_output", "experiment_name", "resume", "grace_period", "reduction_factor", "config_files")
+
+
+EPOCHS_DONE = "epochs_done"  # ASHA's clock: epochs trained, which a resumed trial continues (Ray's own restarts)
 
 
 class SearchSpaceError(ValueError):
@@ -127,21 +131,22 @@ def _trial(params, model, dataset, base_config, metric, dataset_bytes, threads):
 
     sys.argv = sys.argv[:1]  # RecBole's Config would read a Ray worker's flags as config keys
     from recbole_mmssl.config import Config
-    from recbole_mmssl.quick_start import build_model, prepare_data
+    from recbole_mmssl.quick_start import attach_run_folder, build_model, prepare_data
     from recbole_mmssl.utils import get_trainer
 
     report = _report()
     gpus = ",".join(str(g) for g in ray.get_gpu_ids())
+    folder = os.path.join(os.getcwd(), "saved")  # the trial's own folder, kept when a search is resumed
     config = Config(model=model, dataset=dataset, config_dict={
-        **base_config, **params, "checkpoint_dir": os.path.join(os.getcwd(), "saved"), "gpu_id": gpus,
-        "show_progress": False})
+        **base_config, **params, "checkpoint_dir": folder, "gpu_id": gpus, "show_progress": False})
     torch.set_num_threads(threads)
     _, (train, valid, test) = prepare_data(config, pickle.loads(dataset_bytes))
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, build_model(config, train))
+    attach_run_folder(trainer, folder)
     trainer.fit(train, valid, saved=True, verbose=False,
-                callback_fn=lambda epoch, score: report({metric: score, "epoch": epoch}))
+                callback_fn=lambda epoch, score: report({metric: score, "epoch": epoch, EPOCHS_DONE: epoch + 1}))
     test_result = trainer.evaluate(test, load_best_model=True)
-    report({metric: trainer.best_valid_score, "epoch": -1, "finished": True,
+    report({metric: trainer.best_valid_score, "epoch": -1, EPOCHS_DONE: len(trainer.epoch_records), "finished": True,
             **{f"valid/{k}": v for k, v in (trainer.best_valid_result or {}).items()},
             **{f"test/{k}": v for k, v in test_result.items()}})
 
@@ -160,8 +165,9 @@ def _results_table(results, metric, mode, param_names):
             status = f"failed: {str(result.error).strip().splitlines()[-1][:200]}"
         else:
             status = "completed" if last.get("finished") else "stopped early"
+        done = history[EPOCHS_DONE].dropna() if history is not None and EPOCHS_DONE in history else []
         row = {"trial": last.get("trial_id", Path(str(result.log_dir)).name), "status": status,
-               "epochs": int((history["epoch"] >= 0).sum()) if history is not None and "epoch" in history else 0,
+               "epochs": int(max(done)) if len(done) else 0,
                metric: (scores.max() if mode == "max" else scores.min()) if len(scores) else float("nan")}
         row.update({name: config.get(name) for name in param_names})
         row.update({k: v for k, v in last.items() if k.startswith("test/")})
@@ -221,7 +227,7 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
         else:
             # max_t leaves room for the final report (best validation and test metrics)
             max_t = driver["epochs"] + 1
-            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+            scheduler = ASHAScheduler(time_attr=EPOCHS_DONE, max_t=max_t,
                                       grace_period=min(grace_period, max_t), reduction_factor=reduction_factor)
             tuner = tune.Tuner(
                 trainable, param_space=space,

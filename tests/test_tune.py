@@ -1,5 +1,6 @@
 """Ray Tune searches on tiny data with a local Ray of 2 CPUs, and against a `ray start` head."""
 
+import json
 import math
 import os
 import re
@@ -109,7 +110,7 @@ def test_failing_trial_is_recorded_while_others_finish(tmp_path, in_tmp, local_r
     config = base_config(tmp_path, "toy", modalities=["image"], epochs=2, train_batch_size=16, embedding_size=8,
                          n_heads=2)
     space = write(tmp_path / "space.yaml", "variant: {grid: [reference, bogus, paper]}\n")
-    table, best, _ = run_search("MMSSL", "toy", space, config_dict=config,
+    table, best, _ = run_search("MMSSL", "toy", space, config_dict=config, grace_period=10,  # no ASHA race
                                 output_dir=str(tmp_path / "ray_results"), experiment_name="fail")
     status = dict(zip(table["variant"], table["status"]))
     assert status["reference"] == status["paper"] == "completed"
@@ -188,3 +189,47 @@ def test_interrupted_search_resumes(tmp_path):
     rows = (experiment / "trials.csv").read_text().splitlines()
     assert len(rows) == 4 and all(",completed," in row for row in rows[1:]), rows
     assert first.read_text().count("\n") == lines_before  # the finished trial was not run again
+
+
+def test_interrupted_trial_continues_from_its_last_epoch(tmp_path):
+    """SIGINT in the middle of a trial; --resume continues it after its last finished epoch."""
+    import signal
+    import time
+
+    content_dataset(tmp_path, shuffle=False)
+    config = base_config(tmp_path, "content", epochs=8, train_batch_size=64, embedding_size=16, stopping_step=20)
+    config.pop("dataset")
+    write(tmp_path / "base.yaml", yaml.safe_dump(config))
+    write(tmp_path / "space.yaml", "learning_rate: {grid: [0.01]}\n")
+    command = [sys.executable, str(REPO / "run_recbole_mmssl.py"), "--model=LightGCN", "--dataset=content",
+               "--config_files=base.yaml", "--tune=space.yaml", "--experiment_name=long", "--grace_period=20"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    search = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                              text=True)
+    experiment = tmp_path / "ray_results" / "long"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.2)
+        assert search.poll() is None, search.communicate()[0][-3000:]
+        results = list(experiment.glob("*/result.json"))
+        if results and '"epochs_done": 3,' in results[0].read_text():
+            break
+    else:
+        pytest.fail("the trial did not report 3 epochs in time")
+    search.send_signal(signal.SIGINT)
+    search.communicate(timeout=240)
+    trial = results[0].parent
+    assert (trial / "saved" / "model-last.pth").is_file()
+    done_before = results[0].read_text().count('"epochs_done"')
+    assert 3 <= done_before < 8
+
+    out = subprocess.run(command + ["--resume=long"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    reports = [json.loads(line) for line in results[0].read_text().splitlines()]
+    epochs = [r["epoch"] for r in reports if r["epoch"] >= 0]
+    # no epoch trained twice (the one cut off by the interruption may be trained but not reported)
+    assert epochs == sorted(set(epochs)) and epochs[0] == 0 and epochs[-1] == 7 and len(epochs) >= 7
+    assert reports[-1]["finished"] and reports[-1]["epochs_done"] == 8
+    curve = (trial / "saved" / "epochs.csv").read_text().splitlines()
+    assert len(curve) == 9 and not (trial / "saved" / "model-last.pth").exists()
