@@ -1,6 +1,7 @@
 """Where trained models win: users grouped by activity, items split by popularity.
 
     python -m recbole_mmssl.analyze saved/MMSSL-a.pth saved/LightGCN-b.pth
+    python -m recbole_mmssl.analyze improved=runs/a/model.pth lightgcn=runs/b/model.pth
     python -m recbole_mmssl.analyze saved/MMSSL-a.pth --user_groups 0,4,6,9,13   # the paper's Table 4 groups
 
 For each checkpoint, on the test split (``--phase valid`` for validation), with the masks of
@@ -40,7 +41,7 @@ def user_groups(counts, boundaries=None):
     return index, names
 
 
-def analyze_checkpoint(path, phase="test", k=20, boundaries=None):
+def analyze_checkpoint(path, phase="test", k=20, boundaries=None, label=None):
     """(label, group table, item table, list-metric row) of one saved model."""
     from recbole.evaluator.metrics import TailPercentage
     from recbole.utils import init_logger
@@ -57,7 +58,7 @@ def analyze_checkpoint(path, phase="test", k=20, boundaries=None):
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.eval_collector.data_collect(train)
     rankings = collect_rankings(trainer, valid if phase == "valid" else test)
-    label = f"{config['model']} ({Path(path).stem})"
+    label = label or f"{config['model']} ({Path(path).stem})"
 
     lists = {"run": label, **{key: float(v) for key, v in trainer.evaluator.evaluate(rankings.struct).items()
                              if key.endswith(f"@{k}")}}
@@ -95,7 +96,13 @@ def analyze(paths, output="analysis", phase="test", k=20, boundaries=None):
     """Analyse every checkpoint and write the tables and the group chart; returns the three tables."""
     from recbole_mmssl.plots import bar_chart
 
-    parts = [analyze_checkpoint(p, phase, k, boundaries) for p in paths]
+    labelled = [str(p).rpartition("=")[::2] for p in paths]  # [LABEL=]FILE -> (label or "", file)
+    stems = [Path(file).stem for _, file in labelled]
+    parts = []
+    for label, file in labelled:
+        if not label and stems.count(Path(file).stem) > 1:  # same file name in several folders
+            label = f"{Path(file).parent.name}/{Path(file).stem}"
+        parts.append(analyze_checkpoint(file, phase, k, boundaries, label or None))
     groups = pd.concat([p[1] for p in parts], ignore_index=True)
     items = pd.concat([p[2] for p in parts], ignore_index=True)
     lists = pd.DataFrame([p[3] for p in parts])
@@ -115,7 +122,7 @@ def analyze(paths, output="analysis", phase="test", k=20, boundaries=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("checkpoints", nargs="+", metavar="[LABEL=]FILE")
     parser.add_argument("--phase", choices=["valid", "test"], default="test")
     parser.add_argument("--k", type=int, default=20, help="cut-off (one of the checkpoint's topk)")
     parser.add_argument("--user_groups", default=None, help="group boundaries, e.g. 0,4,6,9,13 (default: quartiles)")

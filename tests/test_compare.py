@@ -1,6 +1,8 @@
 """compare: several runs over several seeds, mean ± sd, paired tests over users, resumption."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -128,3 +130,17 @@ def test_runs_side_by_side_through_ray_give_the_same_results(toy_multimodal, in_
     columns = [c for c in here.columns if c.startswith(("test/", "valid/"))] + ["seed", "best_epoch"]
     assert ray_table[columns].equals(here[columns])
     assert (in_tmp / "ray" / "BPR" / "seed-8" / "result.json").is_file()
+
+
+def test_command_line_on_bundled_tiktok(tmp_path):
+    """The README's smallest comparison: two models, two seeds, one epoch each."""
+    out = subprocess.run([sys.executable, "-m", "recbole_mmssl.compare", "--models", "LightGCN", "Pop",
+                          "--dataset", "tiktok", "--n_seeds", "2", "--epochs=1", "--output", str(tmp_path / "cmp")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    markdown = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "seeds 2022, 2023" in markdown and " ± " in markdown
+    assert "| Pop | 6130 |" in markdown and "Wilcoxon p" in markdown  # 6,130 test users with training items
+    csv = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert list(zip(csv["label"], csv["seed"])) == [("LightGCN", 2022), ("LightGCN", 2023), ("Pop", 2022), ("Pop", 2023)]
+    assert (tmp_path / "cmp" / "comparison.png").read_bytes()[:4] == b"\x89PNG"

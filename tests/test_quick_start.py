@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from recbole.model.general_recommender import LightGCN
 from recbole.trainer import Trainer
 from recbole.utils import ModelType
@@ -117,3 +118,19 @@ def test_recbole_list_metrics_evaluate(toy_multimodal, in_tmp):
     test = result["test_result"]
     assert 0 < test["itemcoverage@20"] <= 1 and test["averagepopularity@20"] > 0
     assert 0 <= test["giniindex@20"] <= 1 and 0 <= test["tailpercentage@20"] <= 1
+
+
+def test_improved_preset_trains_on_bundled_tiktok(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "run_recbole_mmssl.py"), "--dataset=tiktok", "--variant=improved", "--epochs=1",
+         "--show_progress=False", f"--checkpoint_dir={tmp_path / 'saved'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)  # without the log's colours
+    presets = yaml.safe_load((REPO / "properties" / "model" / "MMSSL.yaml").read_text())["presets"]["improved"]
+    tiktok = yaml.safe_load((REPO / "properties" / "dataset" / "tiktok.yaml").read_text())
+    settings = {**presets, **tiktok["model_settings"]["MMSSL"]["presets"]["improved"]}
+    assert settings["last_layer_softmax"] is False
+    for key, value in settings.items():
+        assert re.search(rf"\n{key} = {re.escape(str(value))}\n", log), key  # the run's config as RecBole prints it
+    assert "epoch 0 training" in log and re.search(r"test result: OrderedDict\(.*'recall@20'", log)
