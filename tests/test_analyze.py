@@ -116,5 +116,5 @@ def test_groups_and_items_of_a_saved_model(tmp_path, in_tmp):
     assert saved["users"].tolist() == [2, 4, 6]
     assert (tmp_path / "out" / "groups.png").read_bytes()[:4] == b"\x89PNG"
     labelled, _, _ = analyze([f"bpr={checkpoint}", str(checkpoint)], tmp_path / "labelled", boundaries=[0, 2, 4])
-    assert labelled["run"].unique().tolist() == ["bpr", f"BPR ({checkpoint.stem})"]
+    assert labelled["run"].unique().tolist() == ["bpr", f"saved/{checkpoint.stem}"]  # the same name twice
     assert labelled["recall@20"].tolist() == groups["recall@20"].tolist() * 2
