@@ -10,8 +10,8 @@ the evaluation (``test_masked_items``):
 * users grouped by their number of training interactions (the quartiles, or the boundaries
   given): group size, Recall@K and NDCG@K;
 * held-out items split by training popularity into head and tail as RecBole's
-  ``TailPercentage`` splits them (``tail_ratio``; items never trained on count as the least
-  popular): how many pairs, and the hit rate@K of each;
+  ``TailPercentage`` splits them (``tail_ratio``, one value for every checkpoint; items never
+  trained on count as the least popular): how many pairs, and the hit rate@K of each;
 * RecBole's own metrics of the recommendation lists: ItemCoverage, AveragePopularity,
   GiniIndex, ShannonEntropy and TailPercentage, beside Recall and NDCG.
 
@@ -41,11 +41,16 @@ def user_groups(counts, boundaries=None):
     return index, names
 
 
-def analyze_checkpoint(path, phase="test", k=20, boundaries=None, label=None):
-    """(label, group table, item table, list-metric row) of one saved model."""
+def analyze_checkpoint(path, phase="test", k=20, boundaries=None, label=None, tail_ratio=None):
+    """(label, group table, item table, list-metric row) of one saved model.
+
+    ``tail_ratio`` replaces the checkpoint's own, so that every model is split alike (default:
+    the plugin's current ``tail_ratio``).
+    """
     from recbole.evaluator.metrics import TailPercentage
     from recbole.utils import init_logger
 
+    from recbole_mmssl.config import plugin_default
     from recbole_mmssl.quick_start import load_data_and_model
     from recbole_mmssl.rankings import collect_rankings, per_user_metrics
     from recbole_mmssl.utils import get_trainer
@@ -54,6 +59,7 @@ def analyze_checkpoint(path, phase="test", k=20, boundaries=None, label=None):
     if k not in config["topk"]:
         raise ValueError(f"--k {k} is not one of the checkpoint's cut-offs topk {config['topk']}.")
     config["metrics"] = list(dict.fromkeys(list(config["metrics"]) + LIST_METRICS))
+    config["tail_ratio"] = tail_ratio if tail_ratio is not None else plugin_default("tail_ratio")
     init_logger(config)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.eval_collector.data_collect(train)
@@ -92,7 +98,7 @@ def _markdown(frame):
     return "\n".join(["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)] + rows)
 
 
-def analyze(paths, output="analysis", phase="test", k=20, boundaries=None):
+def analyze(paths, output="analysis", phase="test", k=20, boundaries=None, tail_ratio=None):
     """Analyse every checkpoint and write the tables and the group chart; returns the three tables."""
     from recbole_mmssl.plots import bar_chart
 
@@ -102,7 +108,7 @@ def analyze(paths, output="analysis", phase="test", k=20, boundaries=None):
     for label, file in labelled:
         if not label and stems.count(Path(file).stem) > 1:  # same file name in several folders
             label = f"{Path(file).parent.name}/{Path(file).stem}"
-        parts.append(analyze_checkpoint(file, phase, k, boundaries, label or None))
+        parts.append(analyze_checkpoint(file, phase, k, boundaries, label or None, tail_ratio))
     groups = pd.concat([p[1] for p in parts], ignore_index=True)
     items = pd.concat([p[2] for p in parts], ignore_index=True)
     lists = pd.DataFrame([p[3] for p in parts])
@@ -126,6 +132,8 @@ def main(argv=None):
     parser.add_argument("--phase", choices=["valid", "test"], default="test")
     parser.add_argument("--k", type=int, default=20, help="cut-off (one of the checkpoint's topk)")
     parser.add_argument("--user_groups", default=None, help="group boundaries, e.g. 0,4,6,9,13 (default: quartiles)")
+    parser.add_argument("--tail_ratio", type=float, default=None,
+                        help="head/tail split for every checkpoint (default: tail_ratio of properties/overall.yaml)")
     parser.add_argument("--output", default="analysis")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value flags
@@ -133,7 +141,7 @@ def main(argv=None):
     import recbole_mmssl  # noqa: F401  (numpy aliases, NDCG_ref)
 
     boundaries = [int(b) for b in args.user_groups.split(",")] if args.user_groups else None
-    analyze(args.checkpoints, args.output, args.phase, args.k, boundaries)
+    analyze(args.checkpoints, args.output, args.phase, args.k, boundaries, args.tail_ratio)
     print((Path(args.output) / "analysis.md").read_text(encoding="utf-8"))
     print(f"Written: {args.output}/analysis.md, groups.csv, items.csv, lists.csv, groups.png")
 

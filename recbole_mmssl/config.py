@@ -9,6 +9,7 @@ the command line.
 
 from pathlib import Path
 
+import yaml
 from recbole.config.configurator import Config as RecBoleConfig
 
 from recbole_mmssl.compat import install_numpy_aliases
@@ -83,3 +84,9 @@ class Config(RecBoleConfig):
             if bundled.exists():
                 data_path = bundled
         return str(data_path.resolve())
+
+
+def plugin_default(key):
+    """The value of ``key`` in the plugin's ``properties/overall.yaml``."""
+    with open(properties_dir() / "overall.yaml", encoding="utf-8") as f:
+        return (yaml.safe_load(f) or {}).get(key)

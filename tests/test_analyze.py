@@ -118,3 +118,14 @@ def test_groups_and_items_of_a_saved_model(tmp_path, in_tmp):
     labelled, _, _ = analyze([f"bpr={checkpoint}", str(checkpoint)], tmp_path / "labelled", boundaries=[0, 2, 4])
     assert labelled["run"].unique().tolist() == ["bpr", f"saved/{checkpoint.stem}"]  # the same name twice
     assert labelled["recall@20"].tolist() == groups["recall@20"].tolist() * 2
+
+    # one tail_ratio for every checkpoint: the least popular half of the items by training count
+    _, halves, _ = analyze([checkpoint], tmp_path / "halves", boundaries=[0, 2, 4], tail_ratio=0.5)
+    trained = {}
+    for _, item in splits["train"]:
+        trained[token[item]] = trained.get(token[item], 0) + 1
+    ranked = sorted(((trained.get(i, 0), i) for i in range(1, len(token))))
+    tail_items = {i for _, i in ranked[:int((len(token) - 1) * 0.5)]}
+    n_tail = sum(token[item] in tail_items for _, item in splits["test"])
+    assert halves.set_index("items").loc["tail", "pairs"] == n_tail
+    assert halves.set_index("items").loc["head", "pairs"] == 12 - n_tail
