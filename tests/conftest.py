@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,14 @@ def bundled(name):
     assert path.is_dir(), f"bundled dataset {path} is missing"
     return path
 
+
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def is_picture(path):
+    """A PNG where matplotlib is installed; no file where it is not (the CSVs are written regardless)."""
+    path = Path(path)
+    if not HAS_MATPLOTLIB:
+        return not path.exists()
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import is_picture
 from recbole_mmssl.compat import load_checkpoint
 from recbole_mmssl.config import Config
 from recbole_mmssl.quick_start import build_model, prepare_data
@@ -44,9 +45,7 @@ def test_every_run_writes_its_learning_curves(toy_multimodal, in_tmp, model, los
     assert {"valid/recall@20", "valid/ndcg@20", "valid_score", "valid_seconds"} <= set(table.columns)
     assert table["valid_score"].tolist() == pytest.approx(table["valid/recall@20"].tolist())
     assert trainer.best_valid_score == pytest.approx(table["valid_score"].max())
-    png = trainer.curve_file[:-len(".csv")] + ".png"
-    with open(png, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert is_picture(trainer.curve_file[:-len(".csv")] + ".png")
     assert os.path.basename(trainer.curve_file).startswith(f"{model}-")
 
 
@@ -92,3 +91,23 @@ def test_a_stopped_run_is_not_trained_again(toy_multimodal, in_tmp, monkeypatch)
     monkeypatch.setattr(resumed, "_train_epoch", lambda *a, **k: pytest.fail("a stopped run trained again"))
     score, result = resumed.fit(train, valid, saved=True)
     assert score == checkpoint["best_valid_score"] and result == checkpoint["best_valid_result"]
+
+
+def test_without_matplotlib_the_csv_is_written_and_the_log_says_why(toy_multimodal, in_tmp, monkeypatch, caplog):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    config, _, _ = toy_multimodal
+    trainer, train, valid = trainer_for(config, "BPR", epochs=2)
+    with caplog.at_level("WARNING"):
+        trainer.fit(train, valid, saved=False)
+    assert pd.read_csv(trainer.curve_file)["epoch"].tolist() == [0, 1]
+    assert not os.path.exists(trainer.curve_file[:-len(".csv")] + ".png")
+    assert "matplotlib is not installed" in caplog.text
