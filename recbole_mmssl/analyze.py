@@ -35,6 +35,9 @@ def user_groups(counts, boundaries=None):
     if boundaries is None:
         boundaries = np.unique(np.quantile(counts, [0, 0.25, 0.5, 0.75]).astype(int))
     boundaries = sorted(int(b) for b in boundaries)
+    if len(counts) and min(counts) < boundaries[0]:
+        raise ValueError(f"User group boundaries {boundaries} leave out users with {min(counts)} training "
+                         f"interactions; start them at {min(counts)} or lower (e.g. --user_groups 0,...).")
     edges = list(boundaries) + [np.inf]
     names = [f"[{lo}, {hi})" if np.isfinite(hi) else f"[{lo}, +)" for lo, hi in zip(edges[:-1], edges[1:])]
     index = np.searchsorted(np.array(boundaries), counts, side="right") - 1
@@ -90,25 +93,13 @@ def analyze_checkpoint(path, phase="test", k=20, boundaries=None, label=None, ta
     return label, groups, items, lists
 
 
-def _markdown(frame):
-    def cell(v):
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)] + rows)
-
-
 def analyze(paths, output="analysis", phase="test", k=20, boundaries=None, tail_ratio=None):
     """Analyse every checkpoint and write the tables and the group chart; returns the three tables."""
+    from recbole_mmssl.compare import checkpoint_labels, markdown_table
     from recbole_mmssl.plots import bar_chart
 
-    labelled = [str(p).rpartition("=")[::2] for p in paths]  # [LABEL=]FILE -> (label or "", file)
-    stems = [Path(file).stem for _, file in labelled]
-    parts = []
-    for label, file in labelled:
-        if not label and stems.count(Path(file).stem) > 1:  # same file name in several folders
-            label = f"{Path(file).parent.name}/{Path(file).stem}"
-        parts.append(analyze_checkpoint(file, phase, k, boundaries, label or None, tail_ratio))
+    parts = [analyze_checkpoint(file, phase, k, boundaries, label, tail_ratio)
+             for label, file in checkpoint_labels(paths)]
     groups = pd.concat([p[1] for p in parts], ignore_index=True)
     items = pd.concat([p[2] for p in parts], ignore_index=True)
     lists = pd.DataFrame([p[3] for p in parts])
@@ -117,9 +108,9 @@ def analyze(paths, output="analysis", phase="test", k=20, boundaries=None, tail_
     groups.to_csv(output / "groups.csv", index=False)
     items.to_csv(output / "items.csv", index=False)
     lists.to_csv(output / "lists.csv", index=False)
-    text = [f"# Analysis ({phase}, K = {k})", "", "Users by training interactions:", "", _markdown(groups), "",
-            "Held-out pairs by item popularity (RecBole's tail_ratio split):", "", _markdown(items), "",
-            "Recommendation lists (RecBole's metrics):", "", _markdown(lists)]
+    text = [f"# Analysis ({phase}, K = {k})", "", "Users by training interactions:", "", markdown_table(groups), "",
+            "Held-out pairs by item popularity (RecBole's tail_ratio split):", "", markdown_table(items), "",
+            "Recommendation lists (RecBole's metrics):", "", markdown_table(lists)]
     (output / "analysis.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     bar_chart(groups, "interactions", "run", f"recall@{k}", output / "groups.png",
               f"Recall@{k} by users' training interactions ({phase})")

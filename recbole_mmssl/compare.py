@@ -230,7 +230,36 @@ def summary_table(table):
     return pd.DataFrame(rows)
 
 
-def _markdown(frame):
+def checkpoint_labels(items):
+    """(label or None, file) of each ``[LABEL=]FILE`` argument.
+
+    An argument that is an existing file is a file, even with ``=`` in its path (Ray's trial
+    folders have them). Unlabelled files that share a name (every compare run's and search
+    trial's checkpoint is ``model.pth``) get the shortest path ending that tells them apart.
+    """
+    pairs = []
+    for item in map(str, items):
+        label, sep, file = item.partition("=")
+        if Path(item).is_file() or not sep or "/" in label:
+            label, file = "", item
+        pairs.append((label, file))
+    unlabelled = [file for label, file in pairs if not label]
+    depth = 1
+    while depth < 64 and len({Path(*Path(f).parts[-depth:]) for f in unlabelled}) < len(unlabelled):
+        depth += 1
+    labels = []
+    for label, file in pairs:
+        if not label and unlabelled.count(file) == 1 and \
+                sum(Path(f).name == Path(file).name for f in unlabelled) > 1:
+            label = str(Path(*Path(file).with_suffix("").parts[-depth:]))
+        labels.append(label or None)
+    named = [label for label in labels if label]
+    if len(set(named)) < len(named):
+        raise ValueError(f"Checkpoint labels repeat: {named}; give each file its own LABEL=FILE.")
+    return [(label, file) for label, (_, file) in zip(labels, pairs)]
+
+
+def markdown_table(frame):
     head = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
     body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -255,10 +284,10 @@ def write_comparison(results, per_user, output, description):
     labels = list(dict.fromkeys(table["label"]))
     tests = paired_tests(pooled_user_scores(per_user), labels[0]) if len(labels) > 1 else pd.DataFrame()
     lines = [f"# Comparison: {description}", "",
-             "Mean ± sd over seeds; each run tested at its best validation epoch.", "", _markdown(summary)]
+             "Mean ± sd over seeds; each run tested at its best validation epoch.", "", markdown_table(summary)]
     if len(tests):
         lines += ["", f"Paired tests against {labels[0]} over the test users (per-user scores averaged over "
-                  "seeds; p-values two-sided):", "", _markdown(tests)]
+                  "seeds; p-values two-sided):", "", markdown_table(tests)]
     (output / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     long = table.melt(id_vars=["label"], value_vars=[f"test/{m}" for m in PAIRED_METRICS], var_name="metric")
     stats = long.groupby(["metric", "label"], sort=False)["value"].agg(["mean", "std"]).reset_index()
@@ -314,9 +343,8 @@ def main(argv=None):
     sys.argv = sys.argv[:1]  # the runs' configs take the overrides from config_dict, not from sys.argv
     if args.checkpoints:
         results, per_user = [], {}
-        for item in args.checkpoints:
-            label, _, path = item.rpartition("=")
-            result, scores = result_of_checkpoint(path, label or None)
+        for label, path in checkpoint_labels(args.checkpoints):
+            result, scores = result_of_checkpoint(path, label)
             results.append(result)
             per_user.setdefault(result["label"], []).append(scores)
         output = Path(args.output or "comparisons/checkpoints")
@@ -342,5 +370,9 @@ def main(argv=None):
 
 if __name__ == "__main__":
     start = time.time()
-    main()
+    # Ray pickles by value what lives in __main__, and its cloudpickle cannot rebuild RunSpec
+    # from there: run the importable module's main so the workers import it instead.
+    from recbole_mmssl.compare import main as module_main
+
+    module_main()
     print(f"({time.time() - start:.0f} s)")

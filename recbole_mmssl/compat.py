@@ -144,9 +144,10 @@ class CheckpointMixin:
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's ``fit``; with ``saved``, the last-epoch checkpoint after every evaluated epoch,
-        removed again when training ends. A run resumed after it had stopped early returns its
-        best result without training."""
+        removed again when training ends. Early stopping marks the best checkpoint stopped: a run
+        resumed after it had stopped early returns its best result without training."""
         if self._stopped or (self.start_epoch > 0 and self.start_epoch >= self.epochs):
+            self.eval_collector.data_collect(train_data)  # as RecBole's fit does, for later evaluations
             return self.best_valid_score, self.best_valid_result
 
         def after_epoch(epoch, valid_score):
@@ -157,6 +158,12 @@ class CheckpointMixin:
 
         result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
                              callback_fn=after_epoch)
+        if saved and self.cur_step > self.stopping_step and os.path.isfile(self.saved_model_file):
+            best = load_checkpoint(self.saved_model_file)
+            best["stopped"] = True
+            partial = self.saved_model_file + ".partial"
+            torch.save(best, partial, pickle_protocol=4)
+            os.replace(partial, self.saved_model_file)
         if saved and os.path.exists(self.last_checkpoint_file):
             os.remove(self.last_checkpoint_file)
         return result

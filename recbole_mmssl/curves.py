@@ -3,7 +3,7 @@
 A row holds the epoch, the training seconds, every loss part, the validation seconds, the
 validation score and every validation metric. The CSV lies beside the run's log file, named
 after its checkpoint (``<checkpoint name>.epochs.csv``; beside the checkpoint where no log file
-is written), and is rewritten
+is written; ``epochs.csv`` in a compare run's or search trial's own folder), and is rewritten
 after each epoch, so an interrupted run keeps its rows; checkpoints carry the rows too, so a
 resumed run continues them.
 """
@@ -29,7 +29,8 @@ class LearningCurveMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.epoch_records = []
-        log_files = [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        log_files = [h.baseFilename for h in logging.getLogger().handlers  # pytest adds one for os.devnull
+                     if isinstance(h, logging.FileHandler) and h.baseFilename != os.devnull]
         folder = os.path.dirname(log_files[0] if log_files else self.saved_model_file)
         # named after the checkpoint: unique per run, also where several runs share one log file
         self.curve_file = os.path.join(folder, os.path.basename(self.saved_model_file)[:-len(".pth")] + ".epochs.csv")

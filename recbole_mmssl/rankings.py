@@ -44,11 +44,14 @@ def collect_rankings(trainer, eval_data):
     return Rankings(torch.cat(users).numpy(), struct, torch.cat(pairs).numpy(), torch.cat(tops).numpy())
 
 
-def per_user_metrics(config, rankings, names=("recall", "ndcg")):
+PER_USER_METRICS = ("recall", "ndcg")
+
+
+def per_user_metrics(config, rankings):
     """``{"recall@20": values per row, ...}`` for every cut-off in ``config['topk']``, by RecBole's
     metric classes (their ``metric_info``, before the mean over users)."""
     out = {}
-    for name in names:
+    for name in PER_USER_METRICS:
         metric = metrics_dict[name.lower()](config)
         pos_index, pos_len = metric.used_info(rankings.struct)
         values = metric.metric_info(pos_index, pos_len)

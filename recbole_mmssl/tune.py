@@ -225,7 +225,7 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
         if resume:
             tuner = tune.Tuner.restore(experiment, trainable, resume_errored=False, restart_errored=False)
         else:
-            # max_t leaves room for the final report (best validation and test metrics)
+            # a trial's final report (its test metrics) repeats its last epochs_done
             max_t = driver["epochs"] + 1
             scheduler = ASHAScheduler(time_attr=EPOCHS_DONE, max_t=max_t,
                                       grace_period=min(grace_period, max_t), reduction_factor=reduction_factor)

@@ -26,6 +26,8 @@ def test_user_groups_by_boundaries_and_quartiles():
     index, names = user_groups(counts)  # quartiles 1, 2.75, 4.5, 6.25 -> boundaries 1, 2, 4, 6
     assert names == ["[1, 2)", "[2, 4)", "[4, 6)", "[6, +)"]
     assert index.tolist() == [0, 1, 1, 2, 2, 3, 3, 3]
+    with pytest.raises(ValueError, match="leave out users with 1 training"):
+        user_groups(counts, [4, 6, 9])  # the paper's Amazon groups without 0: users below 4 would vanish
 
 
 def five_users():
@@ -85,7 +87,7 @@ def test_groups_and_items_of_a_saved_model(tmp_path, in_tmp):
     splits = activity_dataset(tmp_path)
     config = base_config(tmp_path, "activity", epochs=1, train_batch_size=16, embedding_size=8, topk=[10, 20])
     run_recbole_mmssl(model="BPR", config_dict=config)
-    (checkpoint,) = (tmp_path / "saved").iterdir()
+    (checkpoint,) = (tmp_path / "saved").glob("*.pth")
     groups, items, lists = analyze([checkpoint], tmp_path / "out", boundaries=[0, 2, 4])
     assert groups["interactions"].tolist() == ["[0, 2)", "[2, 4)", "[4, +)"]
     assert groups["users"].tolist() == [2, 4, 6]  # 1 training item: u0, u6; 2-3: u1, u2, u7, u8; the rest
@@ -116,7 +118,7 @@ def test_groups_and_items_of_a_saved_model(tmp_path, in_tmp):
     assert saved["users"].tolist() == [2, 4, 6]
     assert is_picture(tmp_path / "out" / "groups.png")
     labelled, _, _ = analyze([f"bpr={checkpoint}", str(checkpoint)], tmp_path / "labelled", boundaries=[0, 2, 4])
-    assert labelled["run"].unique().tolist() == ["bpr", f"saved/{checkpoint.stem}"]  # the same name twice
+    assert labelled["run"].unique().tolist() == ["bpr", f"BPR ({checkpoint.stem})"]  # one file, two rows
     assert labelled["recall@20"].tolist() == groups["recall@20"].tolist() * 2
 
     # one tail_ratio for every checkpoint: the least popular half of the items by training count

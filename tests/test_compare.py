@@ -12,7 +12,8 @@ from scipy import stats
 
 from conftest import is_picture
 from recbole_mmssl import quick_start
-from recbole_mmssl.compare import RunSpec, compare, main, paired_tests, parse_run, pooled_user_scores, run_one
+from recbole_mmssl.compare import (RunSpec, checkpoint_labels, compare, main, paired_tests, parse_run,
+                                   pooled_user_scores, run_one)
 from recbole_mmssl.compat import CheckpointMixin, load_checkpoint
 from recbole_mmssl.trainer import MMSSLTrainer
 
@@ -45,6 +46,19 @@ def test_run_labels():
     assert parse_run("ref=MMSSL") == RunSpec("ref", "MMSSL", None)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         parse_run("improved=MMSSL:missing.yaml")
+
+
+def test_checkpoint_labels(tmp_path):
+    ray_trial = tmp_path / "trial_lr=0.01,n_layers=2" / "saved" / "model.pth"  # Ray's folder names hold '='
+    ray_trial.parent.mkdir(parents=True)
+    ray_trial.touch()
+    files = ["cmp/improved/seed-1/model.pth", "cmp/lightgcn/seed-1/model.pth", "saved/BPR-x.pth"]
+    assert checkpoint_labels(files) == [("improved/seed-1/model", files[0]), ("lightgcn/seed-1/model", files[1]),
+                                        (None, files[2])]
+    assert checkpoint_labels([str(ray_trial), "mine=a/b=c.pth"]) == [(None, str(ray_trial)), ("mine", "a/b=c.pth")]
+    assert checkpoint_labels(["/x=1/model.pth"]) == [(None, "/x=1/model.pth")]  # a path, not a label
+    with pytest.raises(ValueError, match="labels repeat"):
+        checkpoint_labels(["a=x.pth", "a=y.pth"])
 
 
 def test_two_models_two_seeds_write_the_comparison(toy_multimodal, in_tmp, monkeypatch):
@@ -134,10 +148,14 @@ def test_runs_side_by_side_through_ray_give_the_same_results(toy_multimodal, in_
 
 
 def test_command_line_on_bundled_tiktok(tmp_path):
-    """The README's smallest comparison: two models, two seeds, one epoch each."""
+    """The README's smallest comparison: two models, two seeds, one epoch each, two at a time through
+    Ray (which must rebuild the command line's run descriptions in its workers)."""
+    pytest.importorskip("ray")
     out = subprocess.run([sys.executable, "-m", "recbole_mmssl.compare", "--models", "LightGCN", "Pop",
-                          "--dataset", "tiktok", "--n_seeds", "2", "--epochs=1", "--output", str(tmp_path / "cmp")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                          "--dataset", "tiktok", "--n_seeds", "2", "--epochs=1", "--output", str(tmp_path / "cmp"),
+                          "--parallel", "--max_concurrent_trials=2"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert out.returncode == 0, out.stderr[-3000:]
     markdown = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "seeds 2022, 2023" in markdown and " ± " in markdown

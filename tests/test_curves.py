@@ -77,20 +77,21 @@ def test_interrupted_run_resumes_from_its_last_epoch(toy_multimodal, in_tmp):
 
 
 def test_a_stopped_run_is_not_trained_again(toy_multimodal, in_tmp, monkeypatch):
+    """Early stopping marks the best checkpoint stopped; resumed from it, the run returns its best
+    result without training, and can still be evaluated with RecBole's item-count metrics."""
     config, _, _ = toy_multimodal
-    first, train, valid = trainer_for(config, epochs=4)
-    with pytest.raises(Interrupt):
-        first.fit(train, valid, saved=True, callback_fn=stop_after(1))
-    checkpoint = load_checkpoint(first.last_checkpoint_file)
-    assert checkpoint["stopped"] is False
-    checkpoint["stopped"] = True  # as early stopping leaves it
-    torch.save(checkpoint, first.last_checkpoint_file)
+    first, train, valid = trainer_for(config, model="BPR", epochs=50, stopping_step=0)
+    score, result = first.fit(train, valid, saved=True)
+    assert first.cur_step > 0 and len(first.epoch_records) < 50  # it stopped early
+    assert load_checkpoint(first.saved_model_file)["stopped"] is True
+    assert not os.path.exists(first.last_checkpoint_file)
 
-    resumed, train, valid = trainer_for(config, epochs=4)
-    resumed.resume_checkpoint(first.last_checkpoint_file)
+    resumed, train, valid = trainer_for(config, model="BPR", epochs=50, stopping_step=0,
+                                        metrics=["Recall", "ItemCoverage"])
+    resumed.resume_checkpoint(first.saved_model_file)
     monkeypatch.setattr(resumed, "_train_epoch", lambda *a, **k: pytest.fail("a stopped run trained again"))
-    score, result = resumed.fit(train, valid, saved=True)
-    assert score == checkpoint["best_valid_score"] and result == checkpoint["best_valid_result"]
+    assert resumed.fit(train, valid, saved=True) == (score, result)
+    assert 0 < resumed.evaluate(valid)["itemcoverage@20"] <= 1
 
 
 def test_without_matplotlib_the_csv_is_written_and_the_log_says_why(toy_multimodal, in_tmp, monkeypatch, caplog):

@@ -57,8 +57,8 @@ def test_lightgcn_trains_saves_and_reloads(toy_multimodal, in_tmp, mask):
     assert set(result["best_valid_result"]) == METRIC_KEYS
     assert result["best_valid_score"] == result["best_valid_result"]["recall@20"]
 
-    saved = sorted(os.listdir(config["checkpoint_dir"]))
-    assert len(saved) == 1 and saved[0].startswith("LightGCN-")
+    saved = sorted(f for f in os.listdir(config["checkpoint_dir"]) if f.endswith(".pth"))
+    assert len(saved) == 1 and saved[0].startswith("LightGCN-")  # the best checkpoint, no last-epoch one
     cfg, model, _, _, _, test_data = load_data_and_model(os.path.join(config["checkpoint_dir"], saved[0]))
     trainer = get_trainer(cfg["MODEL_TYPE"], cfg["model"])(cfg, model)
     again = trainer.evaluate(test_data, load_best_model=False)
@@ -86,7 +86,7 @@ def test_interrupted_mmssl_run_resumes_to_the_same_result(toy_multimodal, in_tmp
     config, _, _ = toy_multimodal
     full = run_recbole_mmssl(config_dict={**config, "epochs": 3})
     first = run_recbole_mmssl(config_dict={**config, "epochs": 2, "checkpoint_dir": str(in_tmp / "first")})
-    (checkpoint,) = (in_tmp / "first").iterdir()
+    (checkpoint,) = (in_tmp / "first").glob("*.pth")
     resumed = run_recbole_mmssl(config_dict={**config, "epochs": 3}, resume_checkpoint=checkpoint)
     assert load_checkpoint(checkpoint)["best_valid_result"] == first["best_valid_result"]
     assert resumed["best_valid_result"] == full["best_valid_result"]

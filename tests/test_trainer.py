@@ -352,7 +352,7 @@ def test_learns_from_content(tmp_path, in_tmp):
 def test_train_save_reload_gives_identical_scores(toy_multimodal, in_tmp):
     config, _, _ = toy_multimodal
     result = run_recbole_mmssl(model="MMSSL", config_dict={**config, **SMALL})
-    (saved,) = os.listdir(config["checkpoint_dir"])
+    (saved,) = [f for f in os.listdir(config["checkpoint_dir"]) if f.endswith(".pth")]
     checkpoint = load_checkpoint(os.path.join(config["checkpoint_dir"], saved))
     assert {"discriminator_optimizer", "optimizer", "other_parameter"} <= set(checkpoint)
     assert any(k.startswith("discriminator.") for k in checkpoint["state_dict"])

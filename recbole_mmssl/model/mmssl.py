@@ -25,9 +25,8 @@ VARIANTS = {
     "reference": {"attention": "reference", "d_negative_slope": 1.0, "graph_update": "batch",
                   "graph_pairing": "reference"},
     "paper": {"attention": "paper", "d_negative_slope": 0.01, "graph_update": "full", "graph_pairing": "aligned"},
-    "improved": {"attention": "reference", "d_negative_slope": 1.0, "graph_update": "batch",
-                 "graph_pairing": "reference"},
 }
+VARIANTS["improved"] = VARIANTS["reference"]  # its changes are in the yaml presets
 CHOICES = {"gumbel_form": ("orig", "head"), "graph_update": ("batch", "full"),
            "graph_pairing": ("reference", "aligned"), "attention": ("reference", "paper"),
            "mixed_precision": (None, "bf16", "fp16"), "adjacency_norm": tuple(ADJACENCY_NORMS),
@@ -93,7 +92,7 @@ class MMSSL(GeneralRecommender):
         self.n_real_items = self.n_items - 1  # internal item 0 is RecBole's padding
         for m, table in dataset.modality_features.items():
             table, stats = normalise_features(table, config["feature_norm"])
-            if config["feature_norm"] != "none":
+            if stats:
                 getLogger().info(f"feature_norm {config['feature_norm']}, modality {m}: "
                                  + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
             self.register_buffer(f"feat_{m}", table.to(self.device), persistent=False)
