@@ -119,13 +119,9 @@ def run_all(jobs, parallel=False, ray_address=None, cpus_per_trial=1, gpus_per_t
     """Run ``jobs`` (argument tuples of :func:`run_one`) here one by one, or as Ray tasks."""
     if not (parallel or ray_address):
         return [run_one(*job) for job in jobs]
-    import ray
+    from recbole_mmssl.tune import ray_session
 
-    started = not ray.is_initialized()
-    if started:
-        local = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}
-        ray.init(address=ray_address, **({} if ray_address else local))
-    try:
+    with ray_session(ray_address) as ray:
         task = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial)(_run_remote)
         limit = max_concurrent_trials or len(jobs)
         pending, results = {}, {}
@@ -139,9 +135,6 @@ def run_all(jobs, parallel=False, ray_address=None, cpus_per_trial=1, gpus_per_t
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
         return [results[i] for i in range(len(jobs))]
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def result_of_checkpoint(path, label=None):

@@ -15,6 +15,7 @@ import os
 import pickle
 import sys
 import time
+from contextlib import contextmanager
 from logging import getLogger
 from pathlib import Path
 
@@ -176,12 +177,28 @@ def _results_table(results, metric, mode, param_names):
     return table.sort_values(metric, ascending=(mode == "min"), na_position="last").reset_index(drop=True)
 
 
+@contextmanager
+def ray_session(ray_address=None):
+    """Ray, connected to ``ray_address`` or started locally on loopback without a dashboard; a
+    Ray started here stops on exit, one already running is left as it is."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        local = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}
+        ray.init(address=ray_address, **({} if ray_address else local))
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def run_search(model, dataset, space_file, config_file_list=None, config_dict=None, num_samples=1,
                cpus_per_trial=1, gpus_per_trial=0, max_concurrent_trials=None, ray_address=None,
                output_dir="ray_results", experiment_name=None, resume=False, grace_period=1,
                reduction_factor=2):
     """Run (or resume) a search; returns (trials table, best config dict, experiment folder)."""
-    import ray
     from ray import air, tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -207,11 +224,7 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
     metric = driver["valid_metric"].lower()
     mode = "max" if driver["valid_metric_bigger"] else "min"
 
-    started = not ray.is_initialized()
-    if started:
-        local = {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}  # a local Ray stays on loopback
-        ray.init(address=ray_address, **({} if ray_address else local))
-    try:
+    with ray_session(ray_address):
         init_seed(driver["seed"], driver["reproducibility"])
         dataset_bytes = pickle.dumps(create_dataset(driver))  # with_parameters stores it once in Ray's object store
         trainable = tune.with_resources(
@@ -236,9 +249,6 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
                 run_config=air.RunConfig(name=name, storage_path=storage, verbose=1,
                                          failure_config=air.FailureConfig(max_failures=0)))
         results = tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
 
     table = _results_table(results, metric, mode, list(space))
     table.to_csv(os.path.join(experiment, "trials.csv"), index=False)
