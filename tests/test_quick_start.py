@@ -93,8 +93,9 @@ def test_interrupted_mmssl_run_resumes_to_the_same_result(toy_multimodal, in_tmp
     assert resumed["test_result"] == full["test_result"]
 
 
-@pytest.mark.parametrize("mask", ["train", "train_valid"])
-def test_run_script_trains_lightgcn_on_bundled_tiktok(tmp_path, mask):
+def test_run_script_trains_lightgcn_on_bundled_tiktok(tmp_path):
+    """RecBole's protocol on the bundled data (the default, train, runs in the compare and preset tests)."""
+    mask = "train_valid"
     out = subprocess.run(
         [sys.executable, str(REPO / "run_recbole_mmssl.py"), "--model=LightGCN", "--dataset=tiktok",
          "--epochs=1", "--show_progress=False", f"--test_masked_items={mask}",
