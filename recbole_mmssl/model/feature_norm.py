@@ -14,9 +14,9 @@ FEATURE_NORMS = ("none", "standardize", "l2")
 def normalise_features(table, method):
     """(normalised copy of ``table``, statistics of the real rows before and after, for the log).
 
-    ``none``: ``table`` itself, no statistics. ``standardize``: zero mean and unit variance per column over the real
-    items; columns with zero variance become 0. ``l2``: each real row scaled to unit L2 norm
-    (zero rows stay zero).
+    ``none``: ``table`` itself and no statistics. ``standardize``: zero mean and unit variance
+    per column over the real items; columns with zero variance become 0. ``l2``: each real row
+    scaled to unit L2 norm (zero rows stay zero).
     """
     if method not in FEATURE_NORMS:
         raise ValueError(f"Config key 'feature_norm' is {method!r}; use one of {FEATURE_NORMS}.")
