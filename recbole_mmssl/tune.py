@@ -5,9 +5,9 @@
 Every trial reports its validation metric (RecBole's ``valid_metric``) after each epoch, so
 an ASHA scheduler can stop weak trials early. A trial keeps its checkpoints in its own folder,
 so a resumed search (``--resume``) continues an unfinished trial from its last epoch. The
-dataset is built once by the driver and shared through Ray's object store. Results: a table of all trials sorted by the metric
-(printed and ``trials.csv``), the best configuration as a RecBole YAML (``best_config.yaml``)
-and the best trial's test metrics, in the experiment folder. Only this module imports Ray.
+dataset is built once by the driver and shared through Ray's object store. Results: a table
+of all trials sorted by the metric (printed and ``trials.csv``), the best configuration as a
+RecBole YAML (``best_config.yaml``) and the best trial's test metrics, in the experiment folder. Only this module imports Ray.
 """
 
 import math
