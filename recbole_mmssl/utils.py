@@ -34,8 +34,14 @@ def repository_dataset_dir():
     return _PACKAGE_DIR.parent / "dataset"
 
 
-def _module_names(package_dir):
-    return {p.stem for p in Path(package_dir).rglob("*.py") if p.stem != "__init__"}
+def _module_names(package_dir, recursive=True):
+    """Module names under ``package_dir``: every ``*.py`` stem, or only its top-level modules and
+    subpackages."""
+    if recursive:
+        return {p.stem for p in Path(package_dir).rglob("*.py") if p.stem != "__init__"}
+    package_dir = Path(package_dir)
+    modules = {p.stem for p in package_dir.glob("*.py")} | {p.parent.name for p in package_dir.glob("*/__init__.py")}
+    return modules - {"__init__"}
 
 
 def get_model(model_name):
@@ -43,8 +49,10 @@ def get_model(model_name):
     import recbole.model
 
     name = model_name.lower()
-    if name in _module_names(_PACKAGE_DIR / "model"):
-        return getattr(importlib.import_module(f"recbole_mmssl.model.{name}"), model_name)
+    if name in _module_names(_PACKAGE_DIR / "model", recursive=False):
+        module = importlib.import_module(f"recbole_mmssl.model.{name}")
+        if hasattr(module, model_name):
+            return getattr(module, model_name)
     if name in _module_names(Path(recbole.model.__file__).parent):
         return get_recbole_model(model_name)
     raise ValueError(f"Model {model_name!r} is neither a recbole-mmssl model nor one of RecBole's.")

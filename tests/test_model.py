@@ -9,10 +9,11 @@ import torch
 import yaml
 
 from conftest import REPO
-from recbole_mmssl.model.discriminator import Discriminator, discriminator_loss
-from recbole_mmssl.model.generator import real_rows, relation_rows, topk_pairs
+from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss
+from recbole_mmssl.model.mmssl.generator import real_rows, relation_rows, topk_pairs
 from recbole_mmssl.model.feature_norm import normalise_features
-from recbole_mmssl.model.layers import CrossModalAttention, one_sided_graphs, propagate, symmetric_graphs
+from recbole_mmssl.model.graphs import one_sided_graphs, symmetric_graphs
+from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate
 from recbole_mmssl.model.mmssl import resolve_variant
 
 

@@ -9,15 +9,15 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
 from recbole_mmssl.data.dataloader import UserBatchDataLoader
-from recbole_mmssl.model.discriminator import Discriminator, discriminator_loss, generator_loss
-from recbole_mmssl.model.generator import ModalityGraph, real_rows, relation_rows
-from recbole_mmssl.model.feature_norm import normalise_features
-from recbole_mmssl.model.layers import ADJACENCY_NORMS, CrossModalAttention, one_sided_graphs, propagate, rownorm
+from recbole_mmssl.model.graphs import ADJACENCY_NORMS, one_sided_graphs, rownorm, training_edges
+from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss, generator_loss
+from recbole_mmssl.model.mmssl.generator import ModalityGraph, real_rows, relation_rows
+from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate
+from recbole_mmssl.model.multimodal import MultiModalRecommender
 
 # The four paper-vs-code switches of spec §14 that default to ~ and follow ``variant``; the
 # presets' other keys are in properties/model/MMSSL.yaml (``presets``).
@@ -52,20 +52,18 @@ class MMSSLOutput(NamedTuple):
     view_user: dict  # modality -> Y_U^m, modality-aware ID views [n_users, d]
 
 
-class MMSSL(GeneralRecommender):
+class MMSSL(MultiModalRecommender):
     """MMSSL: modality-aware GNN recommender trained with adversarial and contrastive
     self-supervision. Train it with :class:`recbole_mmssl.trainer.MMSSLTrainer`, which
     alternates the discriminator step and the recommender step on user-based batches.
     """
 
     input_type = InputType.PAIRWISE
-    multimodal = True
     train_dataloader = UserBatchDataLoader
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         switches = resolve_variant(config)
-        self.modalities = list(dataset.modality_features)
         self.embedding_size = config["embedding_size"]
         self.n_layers = config["n_layers"]
         self.feat_dropout = config["feat_dropout"]
@@ -90,12 +88,6 @@ class MMSSL(GeneralRecommender):
         self._check_choices(config, switches)
 
         self.n_real_items = self.n_items - 1  # internal item 0 is RecBole's padding
-        for m, table in dataset.modality_features.items():
-            table, stats = normalise_features(table, config["feature_norm"])
-            if stats:
-                getLogger().info(f"feature_norm {config['feature_norm']}, modality {m}: "
-                                 + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
-            self.register_buffer(f"feat_{m}", table.to(self.device), persistent=False)
         self._init_graphs(dataset, config["adjacency_norm"])
 
         d = self.embedding_size
@@ -123,15 +115,12 @@ class MMSSL(GeneralRecommender):
         self.other_parameter_name = ["modality_graph"]
         self._warn_degenerate_graph(k, config["graph_period"])
         self._warn_slow_precision(config["mixed_precision"])
-        self._eval_cache = None
 
     def _check_choices(self, config, switches):
         for key, allowed in CHOICES.items():
             value = switches.get(key, config[key])
             if value not in allowed:
                 raise ValueError(f"Config key {key!r} is {value!r}; use one of {allowed}.")
-        if not self.modalities:
-            raise ValueError("MMSSL needs at least one modality; set 'modalities' for the dataset.")
 
     def _warn_degenerate_graph(self, k, period):
         logger = getLogger()
@@ -159,19 +148,15 @@ class MMSSL(GeneralRecommender):
     def _init_graphs(self, dataset, adjacency_norm):
         """Training graph P, Q (spec §1.3), the GNN's graph (P, Q or LightGCN's symmetric
         normalisation) and the CSR arrays that give each batch its entries of R."""
-        matrix = dataset.inter_matrix(form="csr")
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
-        coo = matrix.tocoo()
-        users = torch.from_numpy(coo.row).long().to(self.device)
-        items = torch.from_numpy(coo.col).long().to(self.device)
+        users, items = training_edges(dataset, self.device)
         ones = torch.ones(len(users), device=self.device)
         self.train_p, self.train_q = one_sided_graphs(users, items, ones, self.n_users, self.n_items)
         self.gnn_p, self.gnn_q = (self.train_p, self.train_q) if adjacency_norm == "one_sided" else \
             ADJACENCY_NORMS[adjacency_norm](users, items, ones, self.n_users, self.n_items)
-        self.register_buffer("train_indptr", torch.from_numpy(matrix.indptr).long().to(self.device), persistent=False)
-        self.register_buffer("train_indices", torch.from_numpy(matrix.indices).long().to(self.device),
-                             persistent=False)
+        indptr = torch.zeros(self.n_users + 1, dtype=torch.long, device=self.device)
+        indptr[1:] = torch.cumsum(torch.bincount(users, minlength=self.n_users), 0)
+        self.register_buffer("train_indptr", indptr, persistent=False)
+        self.register_buffer("train_indices", items, persistent=False)
 
     def train_entries(self, users):
         """(row, column) indices of the training interactions of ``users`` in a [b, n_real_items]
@@ -188,7 +173,7 @@ class MMSSL(GeneralRecommender):
         """All users' and items' representations (spec §3), in the module's train/eval mode."""
         feat_user, feat_item, view_user, view_item = {}, {}, {}, {}
         for m in self.modalities:
-            features = F.dropout(self.encoders[m](getattr(self, f"feat_{m}")), self.feat_dropout, self.training)
+            features = F.dropout(self.encoders[m](self.features(m)), self.feat_dropout, self.training)
             feat_user[m] = torch.sparse.mm(self.train_p, features)
             feat_item[m] = torch.sparse.mm(self.train_q, feat_user[m])
             graph_p, graph_q = self.modality_graph.graphs[m]
@@ -293,33 +278,6 @@ class MMSSL(GeneralRecommender):
         """Every parameter except the discriminator's (the recommender optimizer's share)."""
         return [p for name, p in self.named_parameters() if not name.startswith("discriminator.")]
 
-    def train(self, mode=True):
-        self._eval_cache = None
-        return super().train(mode)
-
-    def load_state_dict(self, state_dict, strict=True):
-        self._eval_cache = None
-        return super().load_state_dict(state_dict, strict)
-
-    def load_other_parameter(self, para):
-        self._eval_cache = None
-        super().load_other_parameter(para)
-
-    def _embeddings(self):
-        """Final embeddings; in eval mode one forward serves a whole evaluation pass."""
-        if self.training:
-            out = self.forward()
-            return out.user, out.item
-        if self._eval_cache is None:
-            with torch.no_grad():
-                out = self.forward()
-            self._eval_cache = (out.user, out.item)
-        return self._eval_cache
-
-    def predict(self, interaction):
-        users, items = self._embeddings()
-        return (users[interaction[self.USER_ID]] * items[interaction[self.ITEM_ID]]).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        users, items = self._embeddings()
-        return (users[interaction[self.USER_ID]] @ items.T).reshape(-1)
+    def final_embeddings(self):
+        out = self.forward()
+        return out.user, out.item

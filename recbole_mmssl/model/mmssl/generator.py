@@ -4,7 +4,7 @@ modality graphs learnt from the relation rows (§8). Only batch-users x items bl
 
 import torch
 
-from recbole_mmssl.model.layers import one_sided_graphs, rownorm
+from recbole_mmssl.model.graphs import one_sided_graphs, rownorm
 
 
 def relation_rows(user_rows, items, entries, out=None):

@@ -1,53 +1,11 @@
-"""MMSSL's building blocks: graph normalisation (spec §1.3; LightGCN's symmetric one as an
-option), cross-modal attention (§3.4), GNN propagation (§3.6) and row normalisation.
-Graphs are sparse COO tensors throughout.
+"""MMSSL's own layers: GNN propagation (spec §3.6) and cross-modal attention (§3.4).
+The graph normalisations they use are shared with the baselines in :mod:`recbole_mmssl.model.graphs`.
 """
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-
-def rownorm(x):
-    """Each row divided by max(its L2 norm, 1e-12); zero rows stay zero."""
-    return F.normalize(x, p=2, dim=-1, eps=1e-12)
-
-
-def _coalesced(users, items, values, n_users, n_items):
-    """(rows, cols, values, user degrees, item degrees) of the edge list; duplicate edges add up."""
-    device, dtype = values.device, values.dtype
-    graph = torch.sparse_coo_tensor(torch.stack([users, items]), values, (n_users, n_items)).coalesce()
-    (rows, cols), vals = graph.indices(), graph.values()
-    user_deg = torch.zeros(n_users, device=device, dtype=dtype).index_add_(0, rows, vals)
-    item_deg = torch.zeros(n_items, device=device, dtype=dtype).index_add_(0, cols, vals)
-    return rows, cols, vals, user_deg, item_deg
-
-
-def one_sided_graphs(users, items, values, n_users, n_items):
-    """P = diag(rowdeg+1e-8)^-1/2 G (users x items) and Q = diag(coldeg+1e-8)^-1/2 G^T.
-
-    ``G`` is the (user, item, value) edge list; duplicate edges add up. Empty rows stay zero.
-    """
-    rows, cols, vals, user_deg, item_deg = _coalesced(users, items, values, n_users, n_items)
-    p_vals = vals * (user_deg[rows] + 1e-8).pow(-0.5)
-    q_vals = vals * (item_deg[cols] + 1e-8).pow(-0.5)
-    p = torch.sparse_coo_tensor(torch.stack([rows, cols]), p_vals, (n_users, n_items)).coalesce()
-    q = torch.sparse_coo_tensor(torch.stack([cols, rows]), q_vals, (n_items, n_users)).coalesce()
-    return p, q
-
-
-def symmetric_graphs(users, items, values, n_users, n_items):
-    """LightGCN's normalisation: P = D_u^-1/2 G D_i^-1/2 (users x items) and Q = P^T."""
-    rows, cols, vals, user_deg, item_deg = _coalesced(users, items, values, n_users, n_items)
-    norm_vals = vals * (user_deg[rows] * item_deg[cols]).pow(-0.5)
-    p = torch.sparse_coo_tensor(torch.stack([rows, cols]), norm_vals, (n_users, n_items)).coalesce()
-    q = torch.sparse_coo_tensor(torch.stack([cols, rows]), norm_vals, (n_items, n_users)).coalesce()
-    return p, q
-
-
-ADJACENCY_NORMS = {"one_sided": one_sided_graphs, "symmetric": symmetric_graphs}
 
 
 def propagate(p, q, users, items, n_layers, last_softmax=True, alternating=True):

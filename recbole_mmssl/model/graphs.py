@@ -1,0 +1,158 @@
+"""Graph pieces and losses that the plugin's models share (baselines spec §1.2-§1.4).
+
+User-item graphs: MMSSL's bipartite P (users x items) and Q (items x users) with the one-sided
+or symmetric normalisation, and the (U+I) x (U+I) node adjacency of LightGCN backbones with the
+symmetric or random-walk (self-loop) normalisation. Item-item graphs: top-k cosine neighbours
+found in row blocks, so memory grows with items x k, never items squared, stored as
+(rows, cols, values) triples with the row-sum normalisation of LATTICE and FREEDOM. Sparse
+throughout; the only dense blocks are ``block_size`` x items similarity slices.
+"""
+
+import torch
+import torch.nn.functional as F
+
+KNN_BLOCK_SIZE = 2048  # rows of the items x items similarity computed at once
+
+
+def rownorm(x):
+    """Each row divided by max(its L2 norm, 1e-12); zero rows stay zero."""
+    return F.normalize(x, p=2, dim=-1, eps=1e-12)
+
+
+def bpr_loss(pos_scores, neg_scores):
+    """Mean of -ln sigmoid(pos - neg) over the batch."""
+    return -F.logsigmoid(pos_scores - neg_scores).mean()
+
+
+def norm_loss(*tensors):
+    """Sum of the tensors' Frobenius norms (not squared) over the rows of the last one: RecBole's
+    and MMRec's ``EmbLoss`` without ``require_pow``, the regulariser of VBPR and BM3."""
+    return sum(t.norm(p=2) for t in tensors) / tensors[-1].shape[0]
+
+
+# --- the bipartite user-item graph ---------------------------------------------------------------
+
+def _coalesced(users, items, values, n_users, n_items):
+    """(rows, cols, values, user degrees, item degrees) of the edge list; duplicate edges add up."""
+    device, dtype = values.device, values.dtype
+    graph = torch.sparse_coo_tensor(torch.stack([users, items]), values, (n_users, n_items)).coalesce()
+    (rows, cols), vals = graph.indices(), graph.values()
+    user_deg = torch.zeros(n_users, device=device, dtype=dtype).index_add_(0, rows, vals)
+    item_deg = torch.zeros(n_items, device=device, dtype=dtype).index_add_(0, cols, vals)
+    return rows, cols, vals, user_deg, item_deg
+
+
+def one_sided_graphs(users, items, values, n_users, n_items):
+    """P = diag(rowdeg+1e-8)^-1/2 G (users x items) and Q = diag(coldeg+1e-8)^-1/2 G^T.
+
+    ``G`` is the (user, item, value) edge list; duplicate edges add up. Empty rows stay zero.
+    """
+    rows, cols, vals, user_deg, item_deg = _coalesced(users, items, values, n_users, n_items)
+    p_vals = vals * (user_deg[rows] + 1e-8).pow(-0.5)
+    q_vals = vals * (item_deg[cols] + 1e-8).pow(-0.5)
+    p = torch.sparse_coo_tensor(torch.stack([rows, cols]), p_vals, (n_users, n_items)).coalesce()
+    q = torch.sparse_coo_tensor(torch.stack([cols, rows]), q_vals, (n_items, n_users)).coalesce()
+    return p, q
+
+
+def symmetric_graphs(users, items, values, n_users, n_items):
+    """LightGCN's normalisation: P = D_u^-1/2 G D_i^-1/2 (users x items) and Q = P^T."""
+    rows, cols, vals, user_deg, item_deg = _coalesced(users, items, values, n_users, n_items)
+    norm_vals = vals * (user_deg[rows] * item_deg[cols]).pow(-0.5)
+    p = torch.sparse_coo_tensor(torch.stack([rows, cols]), norm_vals, (n_users, n_items)).coalesce()
+    q = torch.sparse_coo_tensor(torch.stack([cols, rows]), norm_vals, (n_items, n_users)).coalesce()
+    return p, q
+
+
+ADJACENCY_NORMS = {"one_sided": one_sided_graphs, "symmetric": symmetric_graphs}
+
+
+def training_edges(dataset, device):
+    """(users, items) tensors of the distinct training interactions of ``dataset``."""
+    matrix = dataset.inter_matrix(form="csr")
+    matrix.sum_duplicates()
+    coo = matrix.tocoo()
+    return torch.from_numpy(coo.row).long().to(device), torch.from_numpy(coo.col).long().to(device)
+
+
+NODE_NORMS = ("symmetric", "random_walk")
+
+
+def node_adjacency(users, items, n_users, n_items, norm="symmetric"):
+    """The (U+I) x (U+I) normalised adjacency of the edges (u, i), both directions; items are
+    nodes U+i. ``symmetric``: D^-1/2 A D^-1/2 with D = degree + 1e-7, no self-loops (FREEDOM,
+    BM3). ``random_walk``: (D+I)^-1 (A + I), every node with a self-loop (LATTICE)."""
+    if norm not in NODE_NORMS:
+        raise ValueError(f"node adjacency norm must be one of {NODE_NORMS}, not {norm!r}")
+    n = n_users + n_items
+    rows = torch.cat([users, items + n_users])
+    cols = torch.cat([items + n_users, users])
+    ones = torch.ones(len(rows), device=users.device)
+    degree = torch.zeros(n, device=users.device).index_add_(0, rows, ones)
+    if norm == "symmetric":
+        inv_sqrt = (degree + 1e-7).pow(-0.5)
+        values = inv_sqrt[rows] * inv_sqrt[cols]
+    else:
+        nodes = torch.arange(n, device=users.device)
+        rows, cols = torch.cat([rows, nodes]), torch.cat([cols, nodes])
+        values = (degree + 1.0).reciprocal()[rows]
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n)).coalesce()
+
+
+def lightgcn(adjacency, users, items, n_layers):
+    """LightGCN: E^(l+1) = G E^(l) from [users; items]; returns the mean of the L+1 layers, split."""
+    layer = torch.cat([users, items])
+    total = layer
+    for _ in range(n_layers):
+        layer = torch.sparse.mm(adjacency, layer)
+        total = total + layer
+    out = total / (n_layers + 1)
+    return out[:len(users)], out[len(users):]
+
+
+# --- item-item kNN graphs ------------------------------------------------------------------------
+
+def knn_neighbours(features, k, block_size=KNN_BLOCK_SIZE):
+    """(rows, cols): the k most cosine-similar items of every real item, itself included.
+
+    Row 0 (RecBole's padding item) takes no part: it has no neighbours and is nobody's. The
+    similarity is computed ``block_size`` rows at a time, without gradient; ties go to ``topk``.
+    """
+    with torch.no_grad():
+        unit = rownorm(features[1:].float())
+        n = unit.shape[0]
+        k = min(k, n)
+        cols = torch.empty(n, k, dtype=torch.long, device=features.device)
+        for start in range(0, n, block_size):
+            cols[start:start + block_size] = (unit[start:start + block_size] @ unit.T).topk(k, dim=1).indices
+    rows = torch.arange(1, n + 1, device=features.device).repeat_interleave(k)
+    return rows, cols.reshape(-1) + 1
+
+
+def cosine_values(features, rows, cols):
+    """cos(features[rows], features[cols]) per edge, with autograd: the kept similarities only."""
+    unit = rownorm(features)
+    return (unit[rows] * unit[cols]).sum(-1)
+
+
+def row_sum_normalise(rows, cols, values, n, eps=0.0):
+    """K_ij / sqrt(r_i r_j) with r the row sums (eps added), as LATTICE and FREEDOM normalise
+    their directed kNN graphs; entries whose r is not positive become 0."""
+    row_sums = torch.zeros(n, device=values.device, dtype=values.dtype).index_add(0, rows, values) + eps
+    positive = row_sums > 0
+    inv_sqrt = torch.where(positive, row_sums.clamp_min(1e-30).rsqrt(), torch.zeros_like(row_sums))
+    return values * inv_sqrt[rows] * inv_sqrt[cols]
+
+
+def coalesce_edges(rows, cols, values, n):
+    """The same graph with duplicate (row, col) edges summed: (rows, cols, values), autograd kept."""
+    keys = rows * n + cols
+    unique, inverse = torch.unique(keys, return_inverse=True)
+    summed = torch.zeros(len(unique), device=values.device, dtype=values.dtype).index_add(0, inverse, values)
+    return unique // n, unique % n, summed
+
+
+def spmm_edges(rows, cols, values, x):
+    """(A x) for A given as (rows, cols, values) triples of a square graph over x's rows; autograd
+    flows to both the values and x."""
+    return torch.zeros_like(x).index_add(0, rows, values.unsqueeze(1) * x[cols])
