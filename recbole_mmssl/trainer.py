@@ -16,10 +16,33 @@ from tqdm import tqdm
 from recbole_mmssl.compat import CheckpointMixin
 from recbole_mmssl.curves import LearningCurveMixin
 
+
+
+class EpochHookMixin:
+    """Before each training epoch: the model's ``pre_epoch_processing()`` where it has one
+    (LATTICE's graph rebuild, FREEDOM's edge pruning; baselines spec §1.5), and the learning
+    rate ``learning_rate * a^(epoch / b)`` where ``learning_rate_decay`` is [a, b] (MMRec's
+    per-epoch LambdaLR, computed from the epoch so that resumed runs agree)."""
+
+    def _before_epoch(self, epoch_idx):
+        decay = self.config["learning_rate_decay"]
+        if decay:
+            factor, period = decay
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate * factor ** (epoch_idx / period)
+        hook = getattr(self.model, "pre_epoch_processing", None)
+        if hook is not None:
+            hook()
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._before_epoch(epoch_idx)
+        return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+
+
 LOSS_NAMES = ("bpr", "emb_reg", "feat_reg", "contrastive", "generator", "discriminator")
 
 
-class MMSSLTrainer(LearningCurveMixin, CheckpointMixin, Trainer):
+class MMSSLTrainer(EpochHookMixin, LearningCurveMixin, CheckpointMixin, Trainer):
     """Alternating adversarial trainer for :class:`recbole_mmssl.model.mmssl.MMSSL`.
 
     Every epoch reseeds the random generators from (seed, epoch), so a run resumed from a
@@ -72,6 +95,7 @@ class MMSSLTrainer(LearningCurveMixin, CheckpointMixin, Trainer):
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._reseed(epoch_idx)
+        self._before_epoch(epoch_idx)
         self.model.train()
         self.model.start_epoch()
         batches = tqdm(train_data, total=len(train_data), ncols=100,

@@ -16,6 +16,7 @@ from recbole.utils import get_model as get_recbole_model
 from recbole.utils import get_trainer as get_recbole_trainer
 from recbole.utils.argument_list import dataset_arguments
 
+from recbole_mmssl import trainer as plugin_trainers
 from recbole_mmssl.compat import CheckpointMixin
 from recbole_mmssl.curves import LearningCurveMixin
 from recbole_mmssl.evaluation import check_test_mask, test_history_sampler
@@ -65,16 +66,15 @@ def get_trainer(model_type, model_name):
     """The trainer class: ``recbole_mmssl.trainer.<Name>Trainer`` first, then RecBole's.
 
     RecBole's trainers are given :class:`CheckpointMixin` (their best-model reload works on
-    torch >= 2.6, and runs resume from their last epoch) and :class:`LearningCurveMixin`.
+    torch >= 2.6, and runs resume from their last epoch), :class:`LearningCurveMixin` and
+    :class:`EpochHookMixin` (the baselines' per-epoch work, ``learning_rate_decay``).
     """
-    if importlib.util.find_spec("recbole_mmssl.trainer") is not None:
-        plugin_trainers = importlib.import_module("recbole_mmssl.trainer")
-        if hasattr(plugin_trainers, f"{model_name}Trainer"):
-            return getattr(plugin_trainers, f"{model_name}Trainer")
+    if hasattr(plugin_trainers, f"{model_name}Trainer"):
+        return getattr(plugin_trainers, f"{model_name}Trainer")
     base = get_recbole_trainer(model_type, model_name)
     if base not in _wrapped_trainers:
-        _wrapped_trainers[base] = type(base.__name__, (LearningCurveMixin, CheckpointMixin, base),
-                                       {"__module__": __name__})
+        mixins = (plugin_trainers.EpochHookMixin, LearningCurveMixin, CheckpointMixin)
+        _wrapped_trainers[base] = type(base.__name__, (*mixins, base), {"__module__": __name__})
     return _wrapped_trainers[base]
 
 

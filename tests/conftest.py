@@ -64,6 +64,27 @@ def base_config(tmp_path, dataset, **overrides):
     return config
 
 
+def content_dataset(root, shuffle, seed=0):
+    """Users pick items by the items' latent vectors, which the features reveal (or, shuffled, hide)."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items, dim = 300, 120, 4
+    latent, prefs = rng.normal(size=(n_items, dim)), rng.normal(size=(n_users, dim))
+    splits = {"train": [], "valid": [], "test": []}
+    for u in range(n_users):
+        logits = 3 * latent @ prefs[u]
+        prob = np.exp(logits - logits.max())
+        items = rng.choice(n_items, size=8, replace=False, p=prob / prob.sum())
+        for phase, chosen in zip(splits, (items[:6], items[6:7], items[7:])):
+            splits[phase] += [(f"u{u}", f"i{i}") for i in chosen]
+    image = latent @ rng.normal(size=(dim, 16)) + 0.1 * rng.normal(size=(n_items, 16))
+    text = latent @ rng.normal(size=(dim, 8)) + 0.1 * rng.normal(size=(n_items, 8))
+    if shuffle:
+        perm = rng.permutation(n_items)
+        image, text = image[perm], text[perm]
+    features = {"image": image.astype(np.float32), "text": text.astype(np.float32)}
+    write_dataset(root / "data", "content", splits, features, [f"i{k}" for k in range(n_items)])
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in a temporary working directory (RecBole writes log/ and log_tensorboard/ there)."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, base_config, toy_splits, write_dataset
+from conftest import REPO, base_config, content_dataset, toy_splits, write_dataset
 from recbole_mmssl import run_recbole_mmssl
 from recbole_mmssl.compat import load_checkpoint
 from recbole_mmssl.config import Config
@@ -315,27 +315,6 @@ def test_loss_parts_are_named_in_logs_and_tensorboard(toy_multimodal, in_tmp):
     trainer.tensorboard = type("Writer", (), {"add_scalar": lambda self, *a: logged.append(a)})()
     trainer._add_train_loss_to_tensorboard(3, (1.0, 2.0, 3.0, 4.0, 5.0, 6.0))
     assert ("Loss/Train/discriminator", 6.0, 3) in logged and ("Loss/Train/recommender", 15.0, 3) in logged
-
-
-def content_dataset(root, shuffle, seed=0):
-    """Users pick items by the items' latent vectors, which the features reveal (or, shuffled, hide)."""
-    rng = np.random.default_rng(seed)
-    n_users, n_items, dim = 300, 120, 4
-    latent, prefs = rng.normal(size=(n_items, dim)), rng.normal(size=(n_users, dim))
-    splits = {"train": [], "valid": [], "test": []}
-    for u in range(n_users):
-        logits = 3 * latent @ prefs[u]
-        prob = np.exp(logits - logits.max())
-        items = rng.choice(n_items, size=8, replace=False, p=prob / prob.sum())
-        for phase, chosen in zip(splits, (items[:6], items[6:7], items[7:])):
-            splits[phase] += [(f"u{u}", f"i{i}") for i in chosen]
-    image = latent @ rng.normal(size=(dim, 16)) + 0.1 * rng.normal(size=(n_items, 16))
-    text = latent @ rng.normal(size=(dim, 8)) + 0.1 * rng.normal(size=(n_items, 8))
-    if shuffle:
-        perm = rng.permutation(n_items)
-        image, text = image[perm], text[perm]
-    features = {"image": image.astype(np.float32), "text": text.astype(np.float32)}
-    write_dataset(root / "data", "content", splits, features, [f"i{k}" for k in range(n_items)])
 
 
 def test_learns_from_content(tmp_path, in_tmp):
