@@ -85,6 +85,26 @@ def content_dataset(root, shuffle, seed=0):
     write_dataset(root / "data", "content", splits, features, [f"i{k}" for k in range(n_items)])
 
 
+def dense(rows, cols, values, n):
+    out = np.zeros((n, n))
+    np.add.at(out, (rows.numpy(), cols.numpy()), values.detach().numpy())
+    return out
+
+
+def dense_knn(features, k, weighted):
+    """Row-sum normalised kNN graph of the real rows (1..), by a dense NumPy top-k of cosines."""
+    x = features[1:].numpy().astype(np.float64)
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T
+    graph = np.zeros((len(x) + 1, len(x) + 1))
+    for i in range(len(x)):
+        top = np.argsort(-sim[i], kind="stable")[:k]
+        graph[i + 1, top + 1] = sim[i, top] if weighted else 1.0
+    r = graph.sum(1)
+    inv = np.where(r > 0, 1 / np.sqrt(np.where(r > 0, r, 1)), 0)
+    return graph * inv[:, None] * inv[None, :]
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in a temporary working directory (RecBole writes log/ and log_tensorboard/ there)."""
@@ -106,6 +126,18 @@ def toy_multimodal(tmp_path):
     write_dataset(Path(tmp_path) / "data", "toy", splits, features, tokens)
     config = base_config(tmp_path, "toy", modalities=["image", "text"])
     return config, features, tokens
+
+
+def built(model, config_dict, **overrides):
+    """(config, (train, valid, test) dataloaders, model, trainer) for ``model`` on a generated dataset."""
+    from recbole_mmssl.config import Config
+    from recbole_mmssl.quick_start import build_model, prepare_data
+    from recbole_mmssl.utils import get_trainer
+
+    cfg = Config(model=model, config_dict={**config_dict, **overrides})
+    _, loaders = prepare_data(cfg)
+    instance = build_model(cfg, loaders[0])
+    return cfg, loaders, instance, get_trainer(cfg["MODEL_TYPE"], model)(cfg, instance)
 
 
 def bundled(name):

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, base_config, toy_splits, write_dataset
-from test_trainer import content_dataset
+from conftest import REPO, base_config, content_dataset, toy_splits, write_dataset
 
 ray = pytest.importorskip("ray")
 from ray.tune.search.sample import Categorical, Float  # noqa: E402
@@ -102,6 +101,18 @@ def test_search_writes_table_and_best_yaml_that_reproduces(tmp_path, in_tmp, loc
     assert out.returncode == 0, out.stderr[-2000:]
     valid = re.search(r"best valid : OrderedDict\((.*)\)", out.stdout + out.stderr).group(1)
     assert f"('recall@20', {table['recall@20'][0]})" in valid
+
+
+@pytest.mark.parametrize("model", ["VBPR", "LATTICE", "FREEDOM", "BM3"])
+def test_search_accepts_the_multimodal_baselines(tmp_path, in_tmp, local_ray, model):
+    content_dataset(tmp_path, shuffle=False)
+    config = base_config(tmp_path, "content", modalities=["image", "text"], epochs=1, train_batch_size=256,
+                         embedding_size=8)
+    space = write(tmp_path / "space.yaml", "learning_rate: {grid: [0.01, 0.001]}\n")
+    table, best, _ = run_search(model, "content", space, config_dict=config, max_concurrent_trials=2,
+                                output_dir=str(tmp_path / "ray_results"), experiment_name=model)
+    assert list(table["status"]) == ["completed", "completed"]
+    assert table["recall@20"].notna().all() and best["model"] == model
 
 
 def test_failing_trial_is_recorded_while_others_finish(tmp_path, in_tmp, local_ray):

@@ -66,7 +66,7 @@ class MultiModalRecommender(GeneralRecommender):
             return self.final_embeddings()
         if self._eval_cache is None:
             with torch.no_grad():
-                self._eval_cache = self.final_embeddings()
+                self._eval_cache = tuple(t.detach() for t in self.final_embeddings())
         return self._eval_cache
 
     def predict(self, interaction):
