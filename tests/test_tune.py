@@ -71,6 +71,12 @@ def test_bundled_spaces_load():
             "n_layers"} <= set(space)
     space, _ = load_search_space(REPO / "properties" / "tune" / "lightgcn.hyper")
     assert {"learning_rate", "reg_weight", "n_layers"} == set(space)
+    baselines = {"vbpr": {"learning_rate", "reg_weight"}, "lattice": {"learning_rate", "reg_weight"},
+                 "freedom": {"learning_rate", "reg_weight", "dropout"},
+                 "bm3": {"learning_rate", "reg_weight", "dropout", "n_layers"}}
+    for name, keys in baselines.items():
+        space, _ = load_search_space(REPO / "properties" / "tune" / f"{name}.yaml")
+        assert set(space) == keys, name
 
 
 @pytest.fixture
