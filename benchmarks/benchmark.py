@@ -1,7 +1,8 @@
-"""MMSSL speed and memory benchmark (run by hand, not by CI).
+"""Speed and memory benchmark of MMSSL and the multimodal baselines (run by hand, not by CI).
 
-    python benchmarks/benchmark.py                      # tiktok and amazon-baby, CPU (and GPU if present)
-    python benchmarks/benchmark.py --scales tiktok --precisions fp32 bf16 --batches 5
+    python benchmarks/benchmark.py                      # every model, tiktok and amazon-baby, CPU (and GPU)
+    python benchmarks/benchmark.py --models MMSSL --scales tiktok --precisions fp32 bf16 --batches 5
+    python benchmarks/benchmark.py --models VBPR LATTICE FREEDOM BM3 --scales amazon-baby
 
 For each scale, device and precision (each in a fresh process, so peak memory is its own):
 per-batch time of the discriminator step and of the recommender step, one full-ranking
@@ -11,6 +12,9 @@ same process:
   three critic forwards, the gradient penalty's double backward, the generator forward and
   input gradient), without BatchNorm, dropout, activations or anything else;
 * RecBole's LightGCN: one training epoch on the same data.
+For each baseline (VBPR, LATTICE, FREEDOM, BM3; float32): the seconds to build the model (its
+kNN item graphs), one measured training epoch (its per-epoch work included), one full-ranking
+validation pass and the peak memory, each model in a fresh process.
 Scales: ``tiktok`` is the bundled real data; ``amazon-baby`` is Amazon-Baby's real split
 with RANDOM features of the real shapes (4096-d image, 1024-d text), labelled synthetic.
 Prints a table and writes JSON (``--out``).
@@ -158,6 +162,64 @@ def measure(scale, device_name, precision, batches, data_path):
     }
 
 
+BASELINES = ("VBPR", "LATTICE", "FREEDOM", "BM3")
+
+
+def measure_baseline(model_name, scale, device_name, data_path):
+    """Build time, one training epoch, one validation pass and peak memory of a baseline, in this process."""
+    from recbole_mmssl.config import Config
+    from recbole_mmssl.quick_start import build_model, prepare_data
+    from recbole_mmssl.utils import get_trainer
+
+    device = torch.device(device_name)
+    info = SCALES[scale]
+    config = Config(model=model_name, dataset=info["dataset"], config_dict={
+        "state": "ERROR", "show_progress": False, "data_path": data_path,
+        "gpu_id": "0" if device.type == "cuda" else ""})
+    _, (train, valid, _) = prepare_data(config)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    model = build_model(config, train)
+    sync(device)
+    build = time.perf_counter() - start
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    start = time.perf_counter()
+    trainer._train_epoch(train, 0)
+    sync(device)
+    epoch = time.perf_counter() - start
+    evaluation = timed(lambda: (model.train(False), trainer.evaluate(valid, load_best_model=False)), device, 1)
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {
+        "model": model_name, "scale": scale, "synthetic_features": info["synthetic"], "device": device_name,
+        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),
+        "threads": torch.get_num_threads(), "users": model.n_users - 1, "items": model.n_items - 1,
+        "batches_per_epoch": len(train), "build_s": build, "epoch_s": epoch, "eval_s": evaluation,
+        "peak_memory_gb": peak / 1e9, "peak_memory_kind": "GPU allocated" if device.type == "cuda" else "process RSS",
+    }
+
+
+def baseline_table(results):
+    head = ("model", "scale", "device", "build", "train epoch", "eval", "peak GB")
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in results:
+        scale = r["scale"] + (" (synthetic features)" if r["synthetic_features"] else "")
+        lines.append(" | ".join([r["model"], scale, r["device"], f"{r['build_s']:.1f}s", f"{r['epoch_s']:.1f}s",
+                                 f"{r['eval_s']:.2f}s", f"{r['peak_memory_gb']:.2f}"]))
+    return "\n".join(lines)
+
+
+def run_one(args, data_path, tmp):
+    """The JSON result of one measurement in a fresh process, or None (its error printed)."""
+    cmd = [sys.executable, __file__, "--batches", str(args[0]), "--one", *args[1:], data_path]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=dict(os.environ))
+    if out.returncode != 0:
+        print(f"{' '.join(args[1:])} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def cpu_name():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -184,33 +246,38 @@ def table(results):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["MMSSL", *BASELINES], choices=["MMSSL", *BASELINES])
     parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--batches", type=int, default=3, help="timed repetitions per step (median)")
     parser.add_argument("--out", default="benchmark_results.json")
-    parser.add_argument("--one", nargs=4, metavar=("SCALE", "DEVICE", "PRECISION", "DATA_PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=5, metavar=("MODEL", "SCALE", "DEVICE", "PRECISION", "DATA_PATH"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        scale, device, precision, data_path = args.one
-        print(json.dumps(measure(scale, device, precision, args.batches, data_path)))
+        model, scale, device, precision, data_path = args.one
+        result = (measure(scale, device, precision, args.batches, data_path) if model == "MMSSL"
+                  else measure_baseline(model, scale, device, data_path))
+        print(json.dumps(result))
         return
-    results = []
+    mmssl, baselines = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for scale in args.scales:
             data_path = synthetic_baby(tmp) if SCALES[scale]["synthetic"] else str(REPO / "dataset")
             for device in args.devices:
-                for precision in args.precisions:
-                    cmd = [sys.executable, __file__, "--batches", str(args.batches), "--one", scale, device,
-                           precision, data_path]
-                    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=dict(os.environ))
-                    if out.returncode != 0:
-                        print(f"{scale} {device} {precision} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
-                        continue
-                    results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                    print(table(results[-1:]).splitlines()[-1], flush=True)
-    print(table(results))
-    Path(args.out).write_text(json.dumps(results, indent=2))
+                for model in args.models:
+                    for precision in args.precisions if model == "MMSSL" else ["fp32"]:
+                        result = run_one([str(args.batches), model, scale, device, precision], data_path, tmp)
+                        if result is None:
+                            continue
+                        kept, render = (mmssl, table) if model == "MMSSL" else (baselines, baseline_table)
+                        kept.append(result)
+                        print(render([result]).splitlines()[-1], flush=True)
+    for kept, render in ((mmssl, table), (baselines, baseline_table)):
+        if kept:
+            print(render(kept))
+    Path(args.out).write_text(json.dumps(mmssl + baselines, indent=2))
     print(f"wrote {args.out}")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, base_config, content_dataset, toy_splits, write_dataset
+from conftest import REPO, base_config, built, content_dataset, toy_splits, write_dataset
 from recbole_mmssl import run_recbole_mmssl
 from recbole_mmssl.compat import load_checkpoint
 from recbole_mmssl.config import Config
@@ -448,3 +448,19 @@ def test_lightgcn_style_switches_compute_the_dense_equations(toy_multimodal, in_
         mm_u, mm_i = mm_u + rownorm(f_u), mm_i + rownorm(q @ f_u)
     np.testing.assert_allclose(out.user.detach().numpy(), gnn[:n_users] + 0.55 * mm_u, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out.item.detach().numpy(), gnn[n_users:] + 0.55 * mm_i, rtol=1e-4, atol=1e-5)
+
+
+def test_every_trainer_applies_the_learning_rate_decay_and_the_pre_epoch_hook(toy_multimodal, in_tmp):
+    config, _, _ = toy_multimodal
+    _, (train, _, _), _, trainer = built("LightGCN", config, learning_rate=0.01, learning_rate_decay=[0.5, 2])
+    trainer._train_epoch(train, 4)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5 ** 2)
+    _, (train, _, _), model, trainer = built("FREEDOM", config, dropout=0.75, knn_k=3)
+    n_edges = len(model.edge_users)
+    graphs = []
+    for epoch in range(2):
+        trainer._train_epoch(train, epoch)
+        graphs.append(model.train_adjacency.coalesce().indices())
+    assert graphs[0].shape[1] == graphs[1].shape[1] == 2 * int(n_edges * 0.25)  # both directions of the kept edges
+    assert not torch.equal(graphs[0], graphs[1])  # drawn again each epoch
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(config.get("learning_rate", 1e-3))
