@@ -5,11 +5,15 @@
     python run_recbole_mmssl.py --dataset=tiktok --tune=properties/tune/mmssl.yaml --num_samples=8
 
 Takes RecBole's flags (--model, --dataset, --config_files) and any --key=value override.
+Errors in the input or configuration are printed as one line (exit status 2); --debug shows
+their traceback.
 """
 
 import argparse
+import sys
 
-if __name__ == "__main__":
+def main():
+    """Parse the flags, then train, or search."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default=None, help="model name, the plugin's or RecBole's (default: MMSSL)")
     parser.add_argument("--dataset", "-d", default=None, help="dataset name: a folder under data_path")
@@ -28,13 +32,23 @@ if __name__ == "__main__":
     tune.add_argument("--resume", metavar="NAME", help="resume the interrupted experiment NAME")
     tune.add_argument("--grace_period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
     tune.add_argument("--reduction_factor", type=float, default=2, help="ASHA: keep 1/this of trials per rung")
-    args, _ = parser.parse_known_args()
+    parser.add_argument("--debug", action="store_true", help="show the traceback of input errors")
+    args, overrides = parser.parse_known_args()
+    sys.argv = sys.argv[:1] + overrides  # RecBole's Config reads the --key=value overrides from sys.argv
     config_files = args.config_files.split() if args.config_files else None
     if args.resume_checkpoint and args.tune:
         parser.error("--resume_checkpoint continues one run; a search resumes with --resume=NAME")
     if args.resume and not args.tune:
         parser.error("--resume needs the experiment's --tune file")
 
+    from recbole_mmssl.errors import reported_input_errors
+
+    with reported_input_errors(args.debug):
+        run(args, config_files)
+
+
+def run(args, config_files):
+    """Train and evaluate one run, or search."""
     if args.tune:
         import pandas as pd
 
@@ -57,3 +71,7 @@ if __name__ == "__main__":
 
         run_recbole_mmssl(model=args.model, dataset=args.dataset, config_file_list=config_files,
                           resume_checkpoint=args.resume_checkpoint)
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recbole_mmssl.errors import InputError, add_debug_flag, reported_input_errors
+
 LIST_METRICS = ["ItemCoverage", "AveragePopularity", "GiniIndex", "ShannonEntropy", "TailPercentage"]
 
 
@@ -36,7 +38,7 @@ def user_groups(counts, boundaries=None):
         boundaries = np.unique(np.quantile(counts, [0, 0.25, 0.5, 0.75]).astype(int))
     boundaries = sorted(int(b) for b in boundaries)
     if len(counts) and min(counts) < boundaries[0]:
-        raise ValueError(f"User group boundaries {boundaries} leave out users with {min(counts)} training "
+        raise InputError(f"User group boundaries {boundaries} leave out users with {min(counts)} training "
                          f"interactions; start them at {min(counts)} or lower (e.g. --user_groups 0,...).")
     edges = list(boundaries) + [np.inf]
     names = [f"[{lo}, {hi})" if np.isfinite(hi) else f"[{lo}, +)" for lo, hi in zip(edges[:-1], edges[1:])]
@@ -60,7 +62,7 @@ def analyze_checkpoint(path, phase="test", k=20, boundaries=None, label=None, ta
 
     config, model, _, train, valid, test = load_data_and_model(path)
     if k not in config["topk"]:
-        raise ValueError(f"--k {k} is not one of the checkpoint's cut-offs topk {config['topk']}.")
+        raise InputError(f"--k {k} is not one of the checkpoint's cut-offs topk {config['topk']}.")
     config["metrics"] = list(dict.fromkeys(list(config["metrics"]) + LIST_METRICS))
     config["tail_ratio"] = tail_ratio if tail_ratio is not None else plugin_default("tail_ratio")
     init_logger(config)
@@ -126,13 +128,15 @@ def main(argv=None):
     parser.add_argument("--tail_ratio", type=float, default=None,
                         help="head/tail split for every checkpoint (default: tail_ratio of properties/overall.yaml)")
     parser.add_argument("--output", default="analysis")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value flags
 
     import recbole_mmssl  # noqa: F401  (numpy aliases, NDCG_ref)
 
     boundaries = [int(b) for b in args.user_groups.split(",")] if args.user_groups else None
-    analyze(args.checkpoints, args.output, args.phase, args.k, boundaries, args.tail_ratio)
+    with reported_input_errors(args.debug):
+        analyze(args.checkpoints, args.output, args.phase, args.k, boundaries, args.tail_ratio)
     print((Path(args.output) / "analysis.md").read_text(encoding="utf-8"))
     print(f"Written: {args.output}/analysis.md, groups.csv, items.csv, lists.csv, groups.png")
 

@@ -32,6 +32,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from recbole_mmssl.errors import InputError, MissingInputError, add_debug_flag, reported_input_errors
+
 PAIRED_METRICS = ("recall@20", "ndcg@20")
 SUMMARY_METRICS = ("valid/recall@20", "valid/ndcg@20", "test/recall@10", "test/recall@20", "test/recall@50",
                    "test/ndcg@20", "test/ndcg_ref@20", "test/precision@20", "best_epoch", "seconds_per_epoch")
@@ -50,9 +52,9 @@ def parse_run(text):
     label, _, rest = text.partition("=") if "=" in text else (text, "", text)
     model, _, config_file = rest.partition(":")
     if not label or not model:
-        raise ValueError(f"--run {text!r}: write LABEL=MODEL or LABEL=MODEL:config.yaml.")
+        raise InputError(f"--run {text!r}: write LABEL=MODEL or LABEL=MODEL:config.yaml.")
     if config_file and not os.path.isfile(config_file):
-        raise FileNotFoundError(f"--run {text!r}: config file {config_file} not found.")
+        raise MissingInputError(f"--run {text!r}: config file {config_file} not found.")
     return RunSpec(label, model, os.path.abspath(config_file) if config_file else None)
 
 
@@ -248,7 +250,7 @@ def checkpoint_labels(items):
         labels.append(label or None)
     named = [label for label in labels if label]
     if len(set(named)) < len(named):
-        raise ValueError(f"Checkpoint labels repeat: {named}; give each file its own LABEL=FILE.")
+        raise InputError(f"Checkpoint labels repeat: {named}; give each file its own LABEL=FILE.")
     return [(label, file) for label, (_, file) in zip(labels, pairs)]
 
 
@@ -323,6 +325,7 @@ def main(argv=None):
     ray_group.add_argument("--cpus_per_trial", type=float, default=1)
     ray_group.add_argument("--gpus_per_trial", type=float, default=0)
     ray_group.add_argument("--max_concurrent_trials", type=int, default=None)
+    add_debug_flag(parser)
     args, rest = parser.parse_known_args(argv)
     unknown = [a for a in rest if not (a.startswith("--") and "=" in a)]
     if unknown:
@@ -334,6 +337,14 @@ def main(argv=None):
 
     overrides = RecBoleConfig._convert_config_dict(None, dict(a[2:].split("=", 1) for a in rest))
     sys.argv = sys.argv[:1]  # the runs' configs take the overrides from config_dict, not from sys.argv
+    with reported_input_errors(args.debug):
+        output = _run(parser, args, overrides)
+    print((output / "comparison.md").read_text(encoding="utf-8"))
+    print(f"Written: {output}/comparison.csv, comparison.md, comparison.png")
+
+
+def _run(parser, args, overrides):
+    """The comparison that ``main``'s arguments ask for; returns its output folder."""
     if args.checkpoints:
         results, per_user = [], {}
         for label, path in checkpoint_labels(args.checkpoints):
@@ -357,8 +368,7 @@ def main(argv=None):
         compare(specs, args.dataset, seeds, output, args.config_files.split() if args.config_files else (),
                 overrides, parallel=args.parallel, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
                 gpus_per_trial=args.gpus_per_trial, max_concurrent_trials=args.max_concurrent_trials)
-    print((output / "comparison.md").read_text(encoding="utf-8"))
-    print(f"Written: {output}/comparison.csv, comparison.md, comparison.png")
+    return output
 
 
 if __name__ == "__main__":

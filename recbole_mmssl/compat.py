@@ -17,6 +17,8 @@ import os
 import numpy as np
 import torch
 
+from recbole_mmssl.errors import InputError
+
 _NUMPY_ALIASES = {
     "bool": np.bool_,
     "int": np.int_,
@@ -177,7 +179,7 @@ class CheckpointMixin:
         resume_file = str(resume_file)
         checkpoint = load_checkpoint(resume_file, self.device)
         if checkpoint["config"]["model"].lower() != self.config["model"].lower():
-            raise ValueError(
+            raise InputError(
                 f"Checkpoint {resume_file} was written by model "
                 f"{checkpoint['config']['model']}, not {self.config['model']}."
             )

@@ -7,12 +7,18 @@ Layering, later wins: RecBole's internal files, then the plugin's ``overall.yaml
 the command line.
 """
 
+import difflib
+from functools import lru_cache
+from logging import getLogger
 from pathlib import Path
 
+import recbole
 import yaml
 from recbole.config.configurator import Config as RecBoleConfig
+from recbole.utils import argument_list
 
 from recbole_mmssl.compat import install_numpy_aliases
+from recbole_mmssl.errors import InputError
 from recbole_mmssl.utils import get_model, properties_dir, repository_dataset_dir
 
 DEFAULT_MODEL = "MMSSL"
@@ -20,14 +26,27 @@ DEFAULT_MODEL = "MMSSL"
 
 class Config(RecBoleConfig):
     """RecBole's Config with plugin model lookup and the plugin's property files; the model
-    defaults to MMSSL."""
+    defaults to MMSSL. Keys from the command line, config files or ``config_dict`` that no
+    setting knows are logged with the closest known key (RecBole ignores them silently)."""
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        super().__init__(model, dataset, config_file_list, config_dict)
+        self._warn_unknown_keys()
+
+    def _warn_unknown_keys(self):
+        known = known_keys() | set(self.internal_config_dict)
+        for key in sorted(set(self.external_config_dict) - known):
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            getLogger(__name__).warning(f"Config key {key!r} is not a setting of RecBole or of this plugin, "
+                                        f"so it has no effect{hint}")
 
     def compatibility_settings(self):
         install_numpy_aliases()
 
     def _get_model_and_dataset(self, model, dataset):
         if dataset is None and "dataset" not in self.external_config_dict:
-            raise KeyError("Name a dataset: --dataset=tiktok on the command line, or 'dataset' in a config file.")
+            raise InputError("Name a dataset: --dataset=tiktok on the command line, or 'dataset' in a config file.")
         model = model if model is not None else self.external_config_dict.get("model", DEFAULT_MODEL)
         dataset = dataset if dataset is not None else self.external_config_dict["dataset"]
         if isinstance(model, str):
@@ -60,10 +79,10 @@ class Config(RecBoleConfig):
             return
         variant = self.external_config_dict.get("variant", self.internal_config_dict.get("variant"))
         if variant not in presets:
-            raise ValueError(f"Config key 'variant' is {variant!r}; model {model} has the presets {sorted(presets)}.")
+            raise InputError(f"Config key 'variant' is {variant!r}; model {model} has the presets {sorted(presets)}.")
         unknown = sorted(set(dataset_presets) - set(presets))
         if unknown:
-            raise ValueError(f"properties/dataset/{dataset}.yaml sets presets {unknown} that model {model} "
+            raise InputError(f"properties/dataset/{dataset}.yaml sets presets {unknown} that model {model} "
                              f"does not have; its presets are {sorted(presets)}.")
         self.internal_config_dict.update(presets[variant] or {})
         self.internal_config_dict.update(dataset_presets.get(variant) or {})
@@ -84,6 +103,24 @@ class Config(RecBoleConfig):
             if bundled.exists():
                 data_path = bundled
         return str(data_path.resolve())
+
+
+@lru_cache(maxsize=1)
+def known_keys():
+    """Every key of RecBole's and the plugin's properties files (every model and dataset, and
+    their model_settings and presets), and RecBole's argument lists."""
+    files = [*(Path(recbole.__file__).parent / "properties").rglob("*.yaml"), *properties_dir().rglob("*.yaml")]
+    keys = {"model", "dataset", "config_files"}
+    for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+        keys.update(getattr(argument_list, name))
+    for file in files:
+        with open(file, encoding="utf-8") as f:
+            content = yaml.safe_load(f)
+        if isinstance(content, dict):
+            keys.update(content)
+            for settings in (content.get("model_settings") or {}).values():
+                keys.update(settings or {})
+    return keys
 
 
 def plugin_default(key):

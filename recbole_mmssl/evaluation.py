@@ -13,6 +13,8 @@ import numpy as np
 from recbole.evaluator import register
 from recbole.evaluator.base_metric import TopkMetric
 
+from recbole_mmssl.errors import InputError
+
 TEST_MASKS = ("train", "train_valid")
 
 
@@ -50,7 +52,7 @@ def check_test_mask(config):
     """Return ``config['test_masked_items']`` after checking it names a known protocol."""
     value = config["test_masked_items"]
     if value not in TEST_MASKS:
-        raise ValueError(
+        raise InputError(
             f"Config key 'test_masked_items' is {value!r}; use 'train' (mask only training "
             "items at test time, as the paper and MMRec do) or 'train_valid' (RecBole's default)."
         )

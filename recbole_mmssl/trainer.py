@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from recbole_mmssl.compat import CheckpointMixin
 from recbole_mmssl.curves import LearningCurveMixin
+from recbole_mmssl.errors import InputError
 
 
 
@@ -124,12 +125,12 @@ class MMSSLTrainer(EpochHookMixin, LearningCurveMixin, CheckpointMixin, Trainer)
             return
         self.logger.info(f"epoch {epoch_idx}: float16 loss scaling skipped steps on overflow: {skipped}")
         if min(self.scaler.get_scale(), self.d_scaler.get_scale()) < 2.0 ** -14:
-            raise ValueError("float16 gradients overflow at every loss scale; use mixed_precision: bf16 or float32.")
+            raise InputError("float16 gradients overflow at every loss scale; use mixed_precision: bf16 or float32.")
 
     def _check_finite(self, values, epoch_idx, batch_idx):
         bad = [name for name, v in zip(LOSS_NAMES, values.tolist()) if not np.isfinite(v)]
         if bad:
-            raise ValueError(
+            raise InputError(
                 f"MMSSL loss {', '.join(bad)} is not finite at epoch {epoch_idx}, batch {batch_idx}; "
                 "training stopped. Lower learning_rate or d_learning_rate, or check the item features.")
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from recbole_mmssl.errors import InputError
+
 SAMPLERS = {
     "choice": 1, "grid": 1, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
     "randint": 2, "qrandint": 3,
@@ -32,7 +34,7 @@ TUNE_FLAGS = ("tune", "num_samples", "cpus_per_trial", "gpus_per_trial", "max_co
 EPOCHS_DONE = "epochs_done"  # ASHA's clock: epochs trained, which a resumed trial continues (Ray's own restarts)
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(InputError):
     """A search-space file that cannot be used as it is."""
 
 

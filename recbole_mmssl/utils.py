@@ -19,6 +19,7 @@ from recbole.utils.argument_list import dataset_arguments
 from recbole_mmssl import trainer as plugin_trainers
 from recbole_mmssl.compat import CheckpointMixin
 from recbole_mmssl.curves import LearningCurveMixin
+from recbole_mmssl.errors import InputError
 from recbole_mmssl.evaluation import check_test_mask, test_history_sampler
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -56,7 +57,7 @@ def get_model(model_name):
             return getattr(module, model_name)
     if name in _module_names(Path(recbole.model.__file__).parent):
         return get_recbole_model(model_name)
-    raise ValueError(f"Model {model_name!r} is neither a recbole-mmssl model nor one of RecBole's.")
+    raise InputError(f"Model {model_name!r} is neither a recbole-mmssl model nor one of RecBole's.")
 
 
 _wrapped_trainers = {}

@@ -66,3 +66,36 @@ def test_models_without_presets_ignore_variant(properties):
     config = Config(model="LightGCN", dataset="toy", config_dict={"data_path": "unused"})
     assert config["n_layers"] == 3
     assert config["stopping_step"] == plugin_default("stopping_step") != 10  # the plugin's, not RecBole's 10
+
+
+def test_unknown_keys_are_logged_with_the_closest_known_key(toy_multimodal, caplog):
+    config, _, _ = toy_multimodal
+    with caplog.at_level("WARNING", logger="recbole_mmssl.config"):
+        Config(model="MMSSL", config_dict={**config, "gumbel_taus": 0.1, "learning_rate": 0.01})
+    warnings = [r.getMessage() for r in caplog.records if r.name == "recbole_mmssl.config"]
+    assert len(warnings) == 1 and "'gumbel_taus'" in warnings[0] and "did you mean 'gumbel_tau'" in warnings[0]
+
+
+@pytest.mark.parametrize("model", ["MMSSL", "VBPR", "LATTICE", "FREEDOM", "BM3", "LightGCN"])
+def test_every_key_of_the_properties_files_is_known(toy_multimodal, caplog, model):
+    """The plugin's own settings, another model's and RecBole's given together raise no warning."""
+    config, _, _ = toy_multimodal
+    ours = {}
+    for name in ("overall.yaml", "model/MMSSL.yaml", "model/BM3.yaml", "dataset/tiktok.yaml"):
+        ours.update(yaml.safe_load((REPO / "properties" / name).read_text()))
+    ours = {k: v for k, v in ours.items() if k not in ("presets", "model_settings", "benchmark_filename",
+                                                       "modalities", "feature_dims", "load_col")}
+    with caplog.at_level("WARNING", logger="recbole_mmssl.config"):
+        Config(model=model, config_dict={**ours, **config, "eval_step": 2, "checkpoint_dir": "x"})
+    assert not [r.getMessage() for r in caplog.records if r.name == "recbole_mmssl.config"]
+
+
+def test_input_errors_share_one_class():
+    from recbole_mmssl.data.features import FeatureFileError
+    from recbole_mmssl.errors import InputError, MissingInputError
+    from recbole_mmssl.tune import SearchSpaceError
+
+    assert issubclass(FeatureFileError, InputError) and issubclass(SearchSpaceError, InputError)
+    assert issubclass(MissingInputError, InputError) and issubclass(MissingInputError, FileNotFoundError)
+    with pytest.raises(InputError, match="'variant' is 'best'"):
+        Config(model="MMSSL", dataset="tiktok", config_dict={"variant": "best"})

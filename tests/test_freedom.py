@@ -42,7 +42,8 @@ def test_frozen_graph_equals_a_dense_top_k_of_cosines():
 
 def test_modality_weights_defaults_and_checks():
     assert modality_weights(["text", "image"]) == {"text": 0.9, "image": 0.1}
-    assert modality_weights(["image", "audio", "text"]) == pytest.approx({"image": 1 / 3, "audio": 1 / 3, "text": 1 / 3})
+    thirds = {"image": 1 / 3, "audio": 1 / 3, "text": 1 / 3}
+    assert modality_weights(["image", "audio", "text"]) == pytest.approx(thirds)
     with pytest.raises(ValueError, match="mm_weights"):
         modality_weights(["image", "text"], [0.5, 0.6])
 

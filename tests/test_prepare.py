@@ -154,11 +154,15 @@ def test_install_features_through_an_item_map(tmp_path):
 
 def test_cli_reports_a_bad_split_label(tmp_path, capsys):
     (tmp_path / "bad.inter").write_text("userID\titemID\tx_label\n0\t1\t0\n0\t2\t7\n")
-    assert main(["mmrec", str(tmp_path / "bad.inter"), "--name", "bad", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["mmrec", str(tmp_path / "bad.inter"), "--name", "bad", "--out", str(tmp_path)])
+    assert stop.value.code == 2
     assert "bad.inter line 3: x_label is '7'; use 0, 1 or 2" in capsys.readouterr().err
 
 
 def test_cli_reports_a_malformed_mmssl_list(tmp_path, capsys):
     write_mmssl(tmp_path / "src", {"train": {"0": [1, "x"]}, "valid": {}, "test": {}}, {})
-    assert main(["mmssl", str(tmp_path / "src"), "--name", "bad", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["mmssl", str(tmp_path / "src"), "--name", "bad", "--out", str(tmp_path)])
+    assert stop.value.code == 2
     assert "train.json: user 0 must map to a list of non-negative integer item ids" in capsys.readouterr().err

@@ -362,12 +362,15 @@ def test_resumed_run_reproduces_the_uninterrupted_one(toy_multimodal, in_tmp):
 
 
 def test_amazon_baby_without_features_stops_before_training(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "run_recbole_mmssl.py"), "--dataset=amazon-baby"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0
-    assert "amazon-baby needs item features that are not installed" in out.stderr
+    """One error line and status 2, without a traceback; --debug shows the traceback."""
+    command = [sys.executable, str(REPO / "run_recbole_mmssl.py"), "--dataset=amazon-baby"]
+    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "error: Dataset amazon-baby needs item features that are not installed" in out.stderr
     assert "expected shape (7050, 4096)" in out.stderr and "prepare features" in out.stderr
-    assert "epoch 0 training" not in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and "epoch 0 training" not in out.stdout + out.stderr
+    debug = subprocess.run(command + ["--debug"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "FeatureFileError" in debug.stderr
 
 
 def test_reference_is_unchanged_by_the_new_switches(toy_multimodal, in_tmp):

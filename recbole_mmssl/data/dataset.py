@@ -15,6 +15,7 @@ import torch
 import yaml
 from recbole.data.dataset import Dataset
 
+from recbole_mmssl.errors import InputError, MissingInputError
 from recbole_mmssl.data.features import (
     FeatureFileError,
     check_modalities,
@@ -45,14 +46,15 @@ def _recbole_downloadable(dataset_name):
 def _check_atomic_file(path):
     """Refuse a missing interaction file, or one with no header or no rows."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Interaction file {path} not found; `{PREPARE_HINT}` writes it.")
+        raise MissingInputError(f"Interaction file {path} not found; `{PREPARE_HINT}` writes it.")
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\r\n")
         first_row = f.readline().strip()
     if not header:
-        raise ValueError(f"Interaction file {path} is empty; it needs a header such as 'user_id:token\\titem_id:token'.")
+        raise InputError(
+            f"Interaction file {path} is empty; it needs a header such as 'user_id:token\\titem_id:token'.")
     if not first_row:
-        raise ValueError(f"Interaction file {path} has a header but no interactions.")
+        raise InputError(f"Interaction file {path} has a header but no interactions.")
 
 
 class InteractionDataset(Dataset):
@@ -60,7 +62,7 @@ class InteractionDataset(Dataset):
 
     def _load_data(self, token, dataset_path):
         if not os.path.isdir(dataset_path) and not _recbole_downloadable(token):
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"Dataset folder {dataset_path} not found. Prepare it with `{PREPARE_HINT}` "
                 "(see the README), or set data_path to the folder that holds it."
             )
@@ -78,7 +80,7 @@ class InteractionDataset(Dataset):
         datasets = super().build()
         policy = self.config["cold_start_users"]
         if policy not in COLD_START_POLICIES:
-            raise ValueError(f"Config key 'cold_start_users' is {policy!r}; use one of {COLD_START_POLICIES}.")
+            raise InputError(f"Config key 'cold_start_users' is {policy!r}; use one of {COLD_START_POLICIES}.")
         train_users = torch.unique(datasets[0].inter_feat[self.uid_field])
         for phase, split in zip(("valid", "test"), datasets[1:]):
             users = split.inter_feat[self.uid_field]
@@ -92,7 +94,7 @@ class InteractionDataset(Dataset):
                 f"have no training interaction (e.g. user tokens {examples})"
             )
             if policy == "error":
-                raise ValueError(
+                raise InputError(
                     f"{what}. Set cold_start_users: drop to evaluate without them, or keep to "
                     "score them anyway (the MMSSL reference does), or add training items for them."
                 )

@@ -10,10 +10,12 @@ import re
 
 import numpy as np
 
+from recbole_mmssl.errors import InputError
+
 MODALITY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-class FeatureFileError(ValueError):
+class FeatureFileError(InputError):
     """A feature file or feature setting that cannot be used as it is."""
 
 

@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 from recbole_mmssl.data.features import FeatureFileError, MODALITY_NAME, read_feature_matrix, read_item_tokens
+from recbole_mmssl.errors import InputError, MissingInputError, add_debug_flag, reported_input_errors
 
 PHASES = ("train", "valid", "test")
 MMSSL_FILES = {"train": "train.json", "valid": "val.json", "test": "test.json"}
@@ -48,20 +49,20 @@ def write_benchmark(dataset_dir, name, splits, user_field="user_id", item_field=
 def _read_mmssl_split(path):
     """Pairs (user, item) of one MMSSL json split, checked for shape and duplicates."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"MMSSL split file {path} not found.")
+        raise MissingInputError(f"MMSSL split file {path} not found.")
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must map user ids to lists of item ids.")
+        raise InputError(f"{path} must map user ids to lists of item ids.")
     pairs = []
     for user in sorted(data, key=lambda u: (len(u), u)):
         items = data[user]
         if not isinstance(items, list) or not all(isinstance(i, int) and i >= 0 for i in items):
-            raise ValueError(f"{path}: user {user} must map to a list of non-negative integer item ids.")
+            raise InputError(f"{path}: user {user} must map to a list of non-negative integer item ids.")
         if len(set(items)) != len(items):
-            raise ValueError(f"{path}: user {user} lists an item twice.")
+            raise InputError(f"{path}: user {user} lists an item twice.")
         if not user.isdigit():
-            raise ValueError(f"{path}: user id {user!r} is not a non-negative integer.")
+            raise InputError(f"{path}: user id {user!r} is not a non-negative integer.")
         pairs.extend((user, str(i)) for i in items)
     return pairs
 
@@ -77,7 +78,7 @@ def _feature_files_in(src_dir, modalities=None):
         return found
     missing = [m for m in modalities if m not in found]
     if missing:
-        raise FileNotFoundError(f"No {', '.join(m + FEATURE_SUFFIX for m in missing)} in {src_dir}.")
+        raise MissingInputError(f"No {', '.join(m + FEATURE_SUFFIX for m in missing)} in {src_dir}.")
     return {m: found[m] for m in modalities}
 
 
@@ -112,27 +113,27 @@ def from_mmrec(inter_path, name, out_dir="dataset", user_field="userID", item_fi
                split_field="x_label", features_dir=None, modalities=None):
     """Convert an MMRec ``.inter`` file (and the features beside it); returns the new folder."""
     if not os.path.isfile(inter_path):
-        raise FileNotFoundError(f"MMRec interaction file {inter_path} not found.")
+        raise MissingInputError(f"MMRec interaction file {inter_path} not found.")
     splits = {phase: [] for phase in PHASES}
     seen = set()
     with open(inter_path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t")
         for field in (user_field, item_field, split_field):
             if field not in (reader.fieldnames or []):
-                raise ValueError(f"{inter_path} has no column {field!r} (columns: {reader.fieldnames}).")
+                raise InputError(f"{inter_path} has no column {field!r} (columns: {reader.fieldnames}).")
         for line, row in enumerate(reader, start=2):
             label = row[split_field].strip()
             if label not in ("0", "1", "2"):
-                raise ValueError(f"{inter_path} line {line}: {split_field} is {label!r}; use 0, 1 or 2.")
+                raise InputError(f"{inter_path} line {line}: {split_field} is {label!r}; use 0, 1 or 2.")
             user, item = row[user_field].strip(), row[item_field].strip()
             if not item.isdigit() or not user:
-                raise ValueError(f"{inter_path} line {line}: item id {item!r} must be a row index of the features.")
+                raise InputError(f"{inter_path} line {line}: item id {item!r} must be a row index of the features.")
             if (user, item, label) in seen:
-                raise ValueError(f"{inter_path} line {line}: user {user} and item {item} repeat in one split.")
+                raise InputError(f"{inter_path} line {line}: user {user} and item {item} repeat in one split.")
             seen.add((user, item, label))
             splits[PHASES[int(label)]].append((user, item))
     if not splits["train"]:
-        raise ValueError(f"{inter_path} has no training interactions ({split_field} = 0).")
+        raise InputError(f"{inter_path} has no training interactions ({split_field} = 0).")
     dataset_dir = os.path.join(out_dir, name)
     write_benchmark(dataset_dir, name, splits)
     src_dir = features_dir or os.path.dirname(os.path.abspath(inter_path))
@@ -143,11 +144,11 @@ def from_mmrec(inter_path, name, out_dir="dataset", user_field="userID", item_fi
 def _read_item_map(path, column):
     """Item token -> source row, from the tab-separated map (first column: item token)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Item map {path} not found; --rows-indexed-by needs it.")
+        raise MissingInputError(f"Item map {path} not found; --rows-indexed-by needs it.")
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="\t")
         if column not in (reader.fieldnames or [])[1:]:
-            raise ValueError(f"Item map {path} has no column {column!r} (columns: {reader.fieldnames}).")
+            raise InputError(f"Item map {path} has no column {column!r} (columns: {reader.fieldnames}).")
         token_column = reader.fieldnames[0]
         return {row[token_column]: int(row[column]) for row in reader}
 
@@ -165,15 +166,15 @@ def install_features(dataset_dir, features, rows_indexed_by=None):
         row_of = _read_item_map(os.path.join(dataset_dir, f"{name}.item_map.tsv"), rows_indexed_by)
         missing = [t for t in tokens if t not in row_of]
         if missing:
-            raise ValueError(f"Item map has no {rows_indexed_by} for item tokens {missing[:5]}.")
+            raise InputError(f"Item map has no {rows_indexed_by} for item tokens {missing[:5]}.")
         rows = np.array([row_of[t] for t in tokens])
     else:
         if not all(t.isdigit() for t in tokens):
-            raise ValueError("Item tokens are not row numbers; name the map column with --rows-indexed-by.")
+            raise InputError("Item tokens are not row numbers; name the map column with --rows-indexed-by.")
         rows = np.array([int(t) for t in tokens])
     for modality, path in features.items():
         if not MODALITY_NAME.match(modality):
-            raise ValueError(f"Modality name {modality!r} is not a plain name.")
+            raise InputError(f"Modality name {modality!r} is not a plain name.")
         matrix = read_feature_matrix(path)
         if rows.max() >= matrix.shape[0]:
             raise FeatureFileError(f"Feature file {path} has {matrix.shape[0]} rows; row {rows.max()} is needed.")
@@ -213,8 +214,9 @@ def main(argv=None):
     feats.add_argument("--feature", action="append", required=True, metavar="MODALITY=PATH")
     feats.add_argument("--rows-indexed-by", metavar="COLUMN",
                        help="column of <name>.item_map.tsv that gives each item's row in the files")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    try:
+    with reported_input_errors(args.debug):
         if args.command == "mmssl":
             print(from_mmssl(args.src, args.name, args.out, args.modalities))
         elif args.command == "mmrec":
@@ -222,9 +224,6 @@ def main(argv=None):
                              args.split_field, args.features_dir, args.modalities))
         else:
             install_features(args.dataset_dir, _parse_features(args.feature), args.rows_indexed_by)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     return 0
 
 

@@ -8,6 +8,8 @@ item: it is left out of every statistic and stays zero.
 
 import torch
 
+from recbole_mmssl.errors import InputError
+
 FEATURE_NORMS = ("none", "standardize", "l2")
 
 
@@ -19,7 +21,7 @@ def normalise_features(table, method):
     scaled to unit L2 norm (zero rows stay zero).
     """
     if method not in FEATURE_NORMS:
-        raise ValueError(f"Config key 'feature_norm' is {method!r}; use one of {FEATURE_NORMS}.")
+        raise InputError(f"Config key 'feature_norm' is {method!r}; use one of {FEATURE_NORMS}.")
     if method == "none":
         return table, {}
     real = table[1:].double()

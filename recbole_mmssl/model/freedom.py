@@ -20,6 +20,7 @@ import torch
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import (
     bpr_loss,
     knn_neighbours,
@@ -38,7 +39,7 @@ def modality_weights(modalities, weights=None):
     otherwise 1/M each (no public value exists; logged)."""
     if weights is not None:
         if len(weights) != len(modalities) or abs(sum(weights) - 1) > 1e-6:
-            raise ValueError(f"Config key 'mm_weights' is {weights}; give one weight per modality "
+            raise InputError(f"Config key 'mm_weights' is {weights}; give one weight per modality "
                              f"{modalities}, summing to 1.")
         return dict(zip(modalities, weights))
     if sorted(modalities) == sorted(IMAGE_TEXT_WEIGHTS):

@@ -28,6 +28,7 @@ import torch
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import (
     bpr_loss, coalesce_edges, cosine_values, knn_neighbours, lightgcn, node_adjacency, row_sum_normalise, rownorm,
     spmm_edges, training_edges)
@@ -78,7 +79,7 @@ class LATTICE(MultiModalRecommender):
         self.batch_size = config["train_batch_size"]
         for key, allowed in CHOICES.items():
             if config[key] not in allowed:
-                raise ValueError(f"Config key {key!r} is {config[key]!r}; use one of {allowed}.")
+                raise InputError(f"Config key {key!r} is {config[key]!r}; use one of {allowed}.")
 
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
@@ -205,7 +206,8 @@ class LATTICE(MultiModalRecommender):
         u = users[interaction[self.USER_ID]]
         pos, neg = items[interaction[self.ITEM_ID]], items[interaction[self.NEG_ITEM_ID]]
         loss = bpr_loss((u * pos).sum(-1), (u * neg).sum(-1))
-        loss = loss + self.reg_weight * 0.5 * (u.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum()) / self.batch_size
+        squared_norms = u.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum()
+        loss = loss + self.reg_weight * 0.5 * squared_norms / self.batch_size
         if self.torch111_zero_grad and not rebuilt:
             loss = loss + 0.0 * sum(p.sum() for p in self.graph_parameters())
         return loss

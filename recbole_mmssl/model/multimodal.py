@@ -13,6 +13,7 @@ import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from torch import nn
 
+from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.feature_norm import normalise_features
 
 
@@ -25,7 +26,7 @@ class MultiModalRecommender(GeneralRecommender):
         super().__init__(config, dataset)
         self.modalities = list(getattr(dataset, "modality_features", {}))
         if not self.modalities:
-            raise ValueError(f"{type(self).__name__} needs at least one item feature modality; "
+            raise InputError(f"{type(self).__name__} needs at least one item feature modality; "
                              f"set 'modalities' for dataset {config['dataset']}.")
         self.trainable_features = trainable_features
         self.feature_tables = nn.ParameterDict() if trainable_features else None

@@ -7,6 +7,8 @@ training mode (batch statistics, dropout on), as the reference code does.
 import torch
 from torch import nn
 
+from recbole_mmssl.errors import InputError
+
 GP_SCALE = 0.3  # the reference multiplies its gradient penalty by this constant, then by gp_weight
 
 
@@ -22,7 +24,7 @@ class Discriminator(nn.Module):
         super().__init__()
         hidden1, hidden2 = n_items // 4, n_items // 8
         if hidden2 < 1:
-            raise ValueError(f"The discriminator needs at least 8 items, not {n_items}.")
+            raise InputError(f"The discriminator needs at least 8 items, not {n_items}.")
         self.layers = nn.Sequential(
             nn.Linear(n_items, hidden1),
             nn.LeakyReLU(negative_slope),

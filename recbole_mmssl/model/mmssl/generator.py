@@ -4,6 +4,7 @@ modality graphs learnt from the relation rows (§8). Only batch-users x items bl
 
 import torch
 
+from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import one_sided_graphs, rownorm
 
 
@@ -72,7 +73,7 @@ class ModalityGraph:
 
     def __init__(self, modalities, n_users, n_items, train_graph, k, period, pairing, update):
         if period != "epoch" and not (isinstance(period, int) and period >= 1):
-            raise ValueError(f"graph_period must be a positive number of batches or 'epoch', not {period!r}")
+            raise InputError(f"graph_period must be a positive number of batches or 'epoch', not {period!r}")
         self.modalities, self.n_users, self.n_items = list(modalities), n_users, n_items
         self.k, self.period, self.pairing, self.update = k, period, pairing, update
         self.graphs = {m: train_graph for m in self.modalities}

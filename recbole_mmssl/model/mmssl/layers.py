@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from recbole_mmssl.errors import InputError
+
 
 def propagate(p, q, users, items, n_layers, last_softmax=True, alternating=True):
     """GNN propagation over the training graph; readout = mean of the L+1 layers (spec §3.6).
@@ -45,9 +47,9 @@ class CrossModalAttention(nn.Module):
     def __init__(self, dim, n_heads, mode):
         super().__init__()
         if mode not in ("reference", "paper"):
-            raise ValueError(f"attention must be 'reference' or 'paper', not {mode!r}")
+            raise InputError(f"attention must be 'reference' or 'paper', not {mode!r}")
         if mode == "paper" and dim % n_heads:
-            raise ValueError(f"embedding_size {dim} must be divisible by n_heads {n_heads} for paper attention")
+            raise InputError(f"embedding_size {dim} must be divisible by n_heads {n_heads} for paper attention")
         self.dim, self.n_heads, self.mode = dim, n_heads, mode
         self.w_c = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_heads * dim, dim)))
         if mode == "paper":

@@ -13,6 +13,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mmssl.data.dataloader import UserBatchDataLoader
+from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import ADJACENCY_NORMS, one_sided_graphs, rownorm, training_edges
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss, generator_loss
 from recbole_mmssl.model.mmssl.generator import ModalityGraph, real_rows, relation_rows
@@ -38,7 +39,7 @@ def resolve_variant(config):
     """The four paper-vs-code switches: each one's own key if set, else the ``variant`` preset."""
     variant = config["variant"]
     if variant not in VARIANTS:
-        raise ValueError(f"Config key 'variant' is {variant!r}; use one of {sorted(VARIANTS)}.")
+        raise InputError(f"Config key 'variant' is {variant!r}; use one of {sorted(VARIANTS)}.")
     return {key: default if config[key] is None else config[key] for key, default in VARIANTS[variant].items()}
 
 
@@ -120,7 +121,7 @@ class MMSSL(MultiModalRecommender):
         for key, allowed in CHOICES.items():
             value = switches.get(key, config[key])
             if value not in allowed:
-                raise ValueError(f"Config key {key!r} is {value!r}; use one of {allowed}.")
+                raise InputError(f"Config key {key!r} is {value!r}; use one of {allowed}.")
 
     def _warn_degenerate_graph(self, k, period):
         logger = getLogger()
