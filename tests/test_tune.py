@@ -117,7 +117,7 @@ def test_search_accepts_the_multimodal_baselines(tmp_path, in_tmp, local_ray, mo
     space = write(tmp_path / "space.yaml", "learning_rate: {grid: [0.01, 0.001]}\n")
     table, best, _ = run_search(model, "content", space, config_dict=config, max_concurrent_trials=2,
                                 output_dir=str(tmp_path / "ray_results"), experiment_name=model)
-    assert list(table["status"]) == ["completed", "completed"]
+    assert len(table) == 2 and set(table["status"]) <= {"completed", "stopped early"}  # ASHA may stop one
     assert table["recall@20"].notna().all() and best["model"] == model
 
 
