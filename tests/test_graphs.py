@@ -25,7 +25,7 @@ S1 = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
 
 
 def test_s1_knn_neighbours_binary_and_weighted():
-    rows, cols = knn_neighbours(S1, 2)
+    rows, cols, cosines = knn_neighbours(S1, 2)
     assert {(r, c) for r, c in zip(rows.tolist(), cols.tolist())} == {
         (1, 1), (1, 2), (2, 2), (2, 1), (3, 3), (3, 2), (4, 4), (4, 3)}
     binary = dense(rows, cols, row_sum_normalise(rows, cols, torch.ones(len(rows)), 5), 5)
@@ -42,8 +42,9 @@ def test_s1_knn_neighbours_binary_and_weighted():
 @pytest.mark.parametrize("weighted", [False, True])
 def test_blocked_knn_graph_equals_a_dense_top_k(weighted):
     features = torch.cat([torch.zeros(1, 6), torch.randn(37, 6, generator=torch.Generator().manual_seed(3))])
-    rows, cols = knn_neighbours(features, 5, block_size=4)
-    values = cosine_values(features, rows, cols) if weighted else torch.ones(len(rows))
+    rows, cols, cosines = knn_neighbours(features, 5, block_size=4)
+    torch.testing.assert_close(cosines, cosine_values(features, rows, cols))  # two ways to the kept cosines
+    values = cosines if weighted else torch.ones(len(rows))
     ours = dense(rows, cols, row_sum_normalise(rows, cols, values, 38), 38)
     np.testing.assert_allclose(ours, dense_knn(features, 5, weighted), atol=1e-6)
     assert ours[0].sum() == 0 and ours[:, 0].sum() == 0  # the padding item takes no part
@@ -51,7 +52,7 @@ def test_blocked_knn_graph_equals_a_dense_top_k(weighted):
 
 def test_kept_cosines_carry_gradients_to_the_features():
     features = S1.clone().requires_grad_(True)
-    rows, cols = knn_neighbours(features, 2)
+    rows, cols, _ = knn_neighbours(features, 2)
     cosine_values(features, rows, cols).sum().backward()
     assert features.grad[1:].abs().sum() > 0
 

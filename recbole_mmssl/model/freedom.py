@@ -54,7 +54,7 @@ def frozen_item_graph(tables, weights, k, n_items):
     add up. A sparse [n_items, n_items] tensor."""
     rows, cols, values = [], [], []
     for m, table in tables.items():
-        r, c = knn_neighbours(table, k)
+        r, c, _ = knn_neighbours(table, k)
         rows.append(r)
         cols.append(c)
         values.append(weights[m] * row_sum_normalise(r, c, torch.ones(len(r), device=table.device), n_items, 1e-7))

@@ -113,24 +113,28 @@ def lightgcn(adjacency, users, items, n_layers):
 # --- item-item kNN graphs ------------------------------------------------------------------------
 
 def knn_neighbours(features, k, block_size=KNN_BLOCK_SIZE):
-    """(rows, cols): the k most cosine-similar items of every real item, itself included.
+    """(rows, cols, cosines): the k most cosine-similar items of every real item, itself included,
+    and their similarities, without gradient (``cosine_values`` recomputes them with gradient).
 
     Row 0 (RecBole's padding item) takes no part: it has no neighbours and is nobody's. The
-    similarity is computed ``block_size`` rows at a time, without gradient; ties go to ``topk``.
+    similarity is computed ``block_size`` rows at a time; ties go to ``topk``.
     """
     with torch.no_grad():
         unit = rownorm(features[1:].float())
         n = unit.shape[0]
         k = min(k, n)
         cols = torch.empty(n, k, dtype=torch.long, device=features.device)
+        sims = torch.empty(n, k, device=features.device)
         for start in range(0, n, block_size):
-            cols[start:start + block_size] = (unit[start:start + block_size] @ unit.T).topk(k, dim=1).indices
+            top = (unit[start:start + block_size] @ unit.T).topk(k, dim=1)
+            cols[start:start + block_size], sims[start:start + block_size] = top.indices, top.values
     rows = torch.arange(1, n + 1, device=features.device).repeat_interleave(k)
-    return rows, cols.reshape(-1) + 1
+    return rows, cols.reshape(-1) + 1, sims.reshape(-1)
 
 
 def cosine_values(features, rows, cols):
-    """cos(features[rows], features[cols]) per edge, with autograd: the kept similarities only."""
+    """cos(features[rows], features[cols]) per edge, with autograd: the kept similarities only.
+    Memory grows with edges x feature width: use it on projected (narrow) features."""
     unit = rownorm(features)
     return (unit[rows] * unit[cols]).sum(-1)
 

@@ -40,9 +40,8 @@ CHOICES = {"cf_model": ("lightgcn", "mf"), "lattice_mix": ("code", "paper"), "gr
 def weighted_knn_graph(features, k):
     """LATTICE's N(K) (§1.2): the k most cosine-similar items of each item, itself included,
     weighted by the cosine and normalised by the row sums on both sides; (rows, cols, values)."""
-    rows, cols = knn_neighbours(features, k)
-    n = features.shape[0]
-    return rows, cols, row_sum_normalise(rows, cols, cosine_values(features, rows, cols), n)
+    rows, cols, cosines = knn_neighbours(features, k)
+    return rows, cols, row_sum_normalise(rows, cols, cosines, features.shape[0])
 
 
 def concat_edges(graphs, weights):
@@ -126,7 +125,7 @@ class LATTICE(MultiModalRecommender):
         learned = []
         for m in self.modalities:
             z = self.projections[m](self.features(m))
-            rows, cols = knn_neighbours(z, self.knn_k)
+            rows, cols, _ = knn_neighbours(z, self.knn_k)
             learned.append((rows, cols, cosine_values(z, rows, cols)))
         original = [self.original_graph(m) for m in self.modalities]
         alpha, lam = self.modality_weights(), self.lambda_coeff
