@@ -18,7 +18,6 @@ from recbole_mmssl.curves import LearningCurveMixin
 from recbole_mmssl.errors import InputError
 
 
-
 class EpochHookMixin:
     """Before each training epoch: the model's ``pre_epoch_processing()`` where it has one
     (LATTICE's graph rebuild, FREEDOM's edge pruning; baselines spec §1.5), and the learning
