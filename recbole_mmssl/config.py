@@ -108,7 +108,7 @@ class Config(RecBoleConfig):
 @lru_cache(maxsize=1)
 def known_keys():
     """Every key of RecBole's and the plugin's properties files (every model and dataset, and
-    their model_settings and presets), and RecBole's argument lists."""
+    the dataset files' model_settings), and RecBole's argument lists."""
     files = [*(Path(recbole.__file__).parent / "properties").rglob("*.yaml"), *properties_dir().rglob("*.yaml")]
     keys = {"model", "dataset", "config_files"}
     for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
