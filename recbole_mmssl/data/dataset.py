@@ -61,9 +61,10 @@ class InteractionDataset(Dataset):
     """RecBole's Dataset that checks its interaction files and its split before training."""
 
     def _load_data(self, token, dataset_path):
-        if not os.path.isdir(dataset_path) and not _recbole_downloadable(token):
+        built_here = self.config["prepare_command"]
+        if not os.path.isdir(dataset_path) and (built_here or not _recbole_downloadable(token)):
             raise MissingInputError(
-                f"Dataset folder {dataset_path} not found. Prepare it with `{PREPARE_HINT}` "
+                f"Dataset folder {dataset_path} not found. Prepare it with `{built_here or PREPARE_HINT}` "
                 "(see the README), or set data_path to the folder that holds it."
             )
         super()._load_data(token, dataset_path)

@@ -7,12 +7,15 @@ item-token list ``<name>.feature_items`` that says which item each matrix row be
     python -m recbole_mmssl.data.prepare mmssl SRC_DIR --name tiktok
     python -m recbole_mmssl.data.prepare mmrec data/baby/baby.inter --name baby
     python -m recbole_mmssl.data.prepare features dataset/amazon-baby --feature image=image_feat.npy
+    python -m recbole_mmssl.data.prepare ml-100k
 
 ``mmssl``: the MMSSL/LATTICE format (``train.json``, ``val.json``, ``test.json`` mapping a user
 id to its item ids, plus ``<modality>_feat.npy`` with row i = item i).
 ``mmrec``: MMRec's ``<name>.inter`` (tab-separated, a split column 0/1/2 = train/valid/test)
 with ``<modality>_feat.npy`` beside it, row i = item i.
 ``features``: install feature matrices into a prepared folder, aligned to its token list.
+``ml-100k``: build MovieLens-100k with text and genre features from RecBole's own copy
+(:mod:`recbole_mmssl.data.movielens`).
 """
 
 import argparse
@@ -25,6 +28,8 @@ import sys
 import numpy as np
 
 from recbole_mmssl.data.features import FeatureFileError, MODALITY_NAME, read_feature_matrix, read_item_tokens
+from recbole_mmssl.data.movielens import MODALITIES as MOVIELENS_MODALITIES
+from recbole_mmssl.data.movielens import build as build_movielens
 from recbole_mmssl.errors import InputError, MissingInputError, add_debug_flag, reported_input_errors
 
 PHASES = ("train", "valid", "test")
@@ -214,6 +219,14 @@ def main(argv=None):
     feats.add_argument("--feature", action="append", required=True, metavar="MODALITY=PATH")
     feats.add_argument("--rows-indexed-by", metavar="COLUMN",
                        help="column of <name>.item_map.tsv that gives each item's row in the files")
+    movielens = sub.add_parser("ml-100k", help="build MovieLens-100k with text and genre features from "
+                                               "RecBole's own copy (text needs `pip install -e .[encode]`)")
+    movielens.add_argument("--out", default="dataset", help="parent folder of the dataset folder (default: dataset)")
+    movielens.add_argument("--seed", type=int, default=2022, help="seed of the random per-user split")
+    movielens.add_argument("--modalities", nargs="+", default=list(MOVIELENS_MODALITIES),
+                           help="modalities to write (default: text genre)")
+    movielens.add_argument("--text-model", help="sentence-transformers model (default: the bundled all-MiniLM-L6-v2)")
+    movielens.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     with reported_input_errors(args.debug):
@@ -222,6 +235,8 @@ def main(argv=None):
         elif args.command == "mmrec":
             print(from_mmrec(args.src, args.name, args.out, args.user_field, args.item_field,
                              args.split_field, args.features_dir, args.modalities))
+        elif args.command == "ml-100k":
+            print(build_movielens(args.out, args.seed, args.modalities, args.text_model, args.device))
         else:
             install_features(args.dataset_dir, _parse_features(args.feature), args.rows_indexed_by)
     return 0
