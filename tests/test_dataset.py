@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import base_config, bundled, toy_splits, write_dataset, write_inter
+from conftest import base_config, bundled, toy_splits, write_dataset
 from recbole_mmssl.config import Config
-from recbole_mmssl.data import FeatureFileError, InteractionDataset, MultiModalDataset
+from recbole_mmssl.data import InteractionDataset, MultiModalDataset
 from recbole_mmssl.data.dataset import shuffled_rows
 from recbole_mmssl.utils import create_dataset, data_preparation
 

@@ -2,7 +2,6 @@
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,7 @@ import pytest
 from conftest import REPO, base_config, bundled
 from recbole_mmssl.config import Config
 from recbole_mmssl.data import InteractionDataset, MultiModalDataset
-from recbole_mmssl.data.prepare import from_mmrec, from_mmssl, install_features, main
+from recbole_mmssl.data.prepare import from_mmrec, from_mmssl, main
 
 SHARED = REPO.parent / "shared" / "data-src"
 

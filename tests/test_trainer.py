@@ -14,7 +14,7 @@ from conftest import REPO, base_config, built, content_dataset, toy_splits, writ
 from recbole_mmssl import run_recbole_mmssl
 from recbole_mmssl.compat import load_checkpoint
 from recbole_mmssl.config import Config
-from recbole_mmssl.model.mmssl.generator import ModalityGraph, relation_rows
+from recbole_mmssl.model.mmssl.generator import ModalityGraph
 from recbole_mmssl.model.graphs import one_sided_graphs
 from recbole_mmssl.quick_start import build_model, load_data_and_model, prepare_data
 from recbole_mmssl.trainer import LOSS_NAMES
