@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py                      # every model, tiktok and amazon-baby, CPU (and GPU)
     python benchmarks/benchmark.py --models MMSSL --scales tiktok --precisions fp32 bf16 --batches 5
     python benchmarks/benchmark.py --models VBPR LATTICE FREEDOM BM3 --scales amazon-baby
+    python benchmarks/benchmark.py --models MMSSL --n_items 10000 100000 --precisions fp32
 
 For each scale, device and precision (each in a fresh process, so peak memory is its own):
 per-batch time of the discriminator step and of the recommender step, one full-ranking
@@ -17,6 +18,11 @@ kNN item graphs), one measured training epoch (its per-epoch work included), one
 validation pass and the peak memory, each model in a fresh process.
 Scales: ``tiktok`` is the bundled real data; ``amazon-baby`` is Amazon-Baby's real split
 with RANDOM features of the real shapes (4096-d image, 1024-d text), labelled synthetic.
+``--n_items N``: a synthetic catalog of N items (10k: 20k users and 200k interactions; 100k:
+50k and 1M; 1M: 100k and 2M; Zipf popularity, two 128-d random features; see
+``recbole_mmssl.data.synthetic``). A configuration whose model alone would not fit in
+``--max_gb`` (MMSSL's I x I/4 discriminator with its gradients and Adam moments) is reported as
+skipped instead of run.
 Prints a table and writes JSON (``--out``).
 """
 
@@ -56,6 +62,24 @@ def synthetic_baby(root):
         np.save(folder / f"amazon-baby.{modality}.npy",
                 rng.random((len(tokens.split()), dim), dtype=np.float32))
     return str(root)
+
+
+def scale_info(scale):
+    """The dataset name, config keys and labels of a scale (``synthetic-N`` for a synthetic catalog)."""
+    if scale in SCALES:
+        return {**SCALES[scale], "config": {}}
+    from recbole_mmssl.data.synthetic import dataset_config
+
+    return {"dataset": scale, "synthetic": True, "config": dataset_config(scale)}
+
+
+def discriminator_gb(n_items):
+    """Memory of MMSSL's exact discriminator: weights, gradients and two Adam moments, float32."""
+    return 4 * 4 * (n_items * (n_items // 4) + (n_items // 4) * (n_items // 8)) / 1e9
+
+
+def memory_gb():
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
 def sync(device):
@@ -106,13 +130,14 @@ def floor_program(model, batch_users, device, bf16):
     return step
 
 
-def lightgcn_epoch(dataset, data_path, device):
+def lightgcn_epoch(dataset, data_path, device, dataset_keys):
     from recbole_mmssl.config import Config
     from recbole_mmssl.quick_start import build_model, prepare_data
     from recbole_mmssl.utils import get_trainer
 
     config = Config(model="LightGCN", dataset=dataset, config_dict={
-        "state": "ERROR", "show_progress": False, "data_path": data_path, "gpu_id": "0" if device.type == "cuda" else ""})
+        "state": "ERROR", "show_progress": False, "data_path": data_path, **dataset_keys,
+        "gpu_id": "0" if device.type == "cuda" else ""})
     _, (train, _, _) = prepare_data(config)
     trainer = get_trainer(config["MODEL_TYPE"], "LightGCN")(config, build_model(config, train))
     trainer._train_epoch(train, 0)
@@ -130,9 +155,9 @@ def measure(scale, device_name, precision, batches, data_path):
     from recbole_mmssl.utils import get_trainer
 
     device = torch.device(device_name)
-    info = SCALES[scale]
+    info = scale_info(scale)
     config = Config(model="MMSSL", dataset=info["dataset"], config_dict={
-        "state": "ERROR", "show_progress": False, "data_path": data_path,
+        "state": "ERROR", "show_progress": False, "data_path": data_path, **info["config"],
         "gpu_id": "0" if device.type == "cuda" else "", "mixed_precision": "bf16" if precision == "bf16" else None})
     _, (train, valid, _) = prepare_data(config)
     model = build_model(config, train)
@@ -148,7 +173,7 @@ def measure(scale, device_name, precision, batches, data_path):
     floor = timed(floor_program(model, train._batch_size, device, precision == "bf16"), device, batches)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    lightgcn = lightgcn_epoch(info["dataset"], data_path, device)
+    lightgcn = lightgcn_epoch(info["dataset"], data_path, device, info["config"])
     epoch = len(train) * (d_step + g_step) + evaluation
     return {
         "scale": scale, "synthetic_features": info["synthetic"], "device": device_name,
@@ -172,9 +197,9 @@ def measure_baseline(model_name, scale, device_name, data_path):
     from recbole_mmssl.utils import get_trainer
 
     device = torch.device(device_name)
-    info = SCALES[scale]
+    info = scale_info(scale)
     config = Config(model=model_name, dataset=info["dataset"], config_dict={
-        "state": "ERROR", "show_progress": False, "data_path": data_path,
+        "state": "ERROR", "show_progress": False, "data_path": data_path, **info["config"],
         "gpu_id": "0" if device.type == "cuda" else ""})
     _, (train, valid, _) = prepare_data(config)
     if device.type == "cuda":
@@ -208,6 +233,16 @@ def baseline_table(results):
         lines.append(" | ".join([r["model"], scale, r["device"], f"{r['build_s']:.1f}s", f"{r['epoch_s']:.1f}s",
                                  f"{r['eval_s']:.2f}s", f"{r['peak_memory_gb']:.2f}"]))
     return "\n".join(lines)
+
+
+def catalog(scale, tmp):
+    """The data_path of a scale: the bundled data, Amazon-Baby with random features, or a synthetic catalog."""
+    if scale.startswith("synthetic-"):
+        from recbole_mmssl.data.synthetic import synthetic_catalog
+
+        synthetic_catalog(tmp, int(scale.split("-")[1]))
+        return tmp
+    return synthetic_baby(tmp) if SCALES[scale]["synthetic"] else str(REPO / "dataset")
 
 
 def run_one(args, data_path, tmp):
@@ -248,6 +283,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["MMSSL", *BASELINES], choices=["MMSSL", *BASELINES])
     parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES))
+    parser.add_argument("--n_items", nargs="+", type=int, default=[],
+                        help="synthetic catalogs of these sizes (10000, 100000, 1000000), instead of --scales")
+    parser.add_argument("--max_gb", type=float, default=memory_gb(), help="skip what would not fit (default: RAM)")
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--batches", type=int, default=3, help="timed repetitions per step (median)")
@@ -263,10 +301,15 @@ def main():
         return
     mmssl, baselines = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for scale in args.scales:
-            data_path = synthetic_baby(tmp) if SCALES[scale]["synthetic"] else str(REPO / "dataset")
+        for scale in [f"synthetic-{n}" for n in args.n_items] or args.scales:
+            data_path = catalog(scale, tmp)
             for device in args.devices:
                 for model in args.models:
+                    n_items = int(scale.split("-")[1]) if scale.startswith("synthetic-") else 0
+                    if model == "MMSSL" and discriminator_gb(n_items) > args.max_gb:
+                        print(f"{model} {scale}: skipped, its discriminator alone needs "
+                              f"{discriminator_gb(n_items):.0f} GB (weights, gradients, Adam moments)")
+                        continue
                     for precision in args.precisions if model == "MMSSL" else ["fp32"]:
                         result = run_one([str(args.batches), model, scale, device, precision], data_path, tmp)
                         if result is None:
