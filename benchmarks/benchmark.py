@@ -3,10 +3,11 @@
     python benchmarks/benchmark.py                      # every model, tiktok and amazon-baby, CPU (and GPU)
     python benchmarks/benchmark.py --models MMSSL --scales tiktok --precisions fp32 bf16 --batches 5
     python benchmarks/benchmark.py --models VBPR LATTICE FREEDOM BM3 --scales amazon-baby
-    python benchmarks/benchmark.py --models MMSSL --n_items 10000 100000 --precisions fp32
+    python benchmarks/benchmark.py --models MMSSL --n_items 10000 100000 --precisions fp32 --discriminator exact sampled
 
 For each scale, device and precision (each in a fresh process, so peak memory is its own):
-per-batch time of the discriminator step and of the recommender step, one full-ranking
+per-batch time of the discriminator step and of the recommender step (``--discriminator``:
+exact, the reference's I-wide critic, and/or sampled, the set critic), one full-ranking
 validation pass, the estimated epoch time, peak memory, and two yardsticks measured in the
 same process:
 * the floor: the discriminator's dense layers alone (same shapes, same autograd program:
@@ -148,7 +149,7 @@ def lightgcn_epoch(dataset, data_path, device, dataset_keys):
     return time.perf_counter() - start
 
 
-def measure(scale, device_name, precision, batches, data_path):
+def measure(scale, device_name, precision, batches, data_path, discriminator="exact"):
     """One configuration, in this process."""
     from recbole_mmssl.config import Config
     from recbole_mmssl.quick_start import build_model, prepare_data
@@ -158,6 +159,7 @@ def measure(scale, device_name, precision, batches, data_path):
     info = scale_info(scale)
     config = Config(model="MMSSL", dataset=info["dataset"], config_dict={
         "state": "ERROR", "show_progress": False, "data_path": data_path, **info["config"],
+        "discriminator": discriminator,
         "gpu_id": "0" if device.type == "cuda" else "", "mixed_precision": "bf16" if precision == "bf16" else None})
     _, (train, valid, _) = prepare_data(config)
     model = build_model(config, train)
@@ -170,7 +172,8 @@ def measure(scale, device_name, precision, batches, data_path):
     d_step = timed(lambda: trainer._discriminator_step(batch), device, batches)
     g_step = timed(lambda: trainer._recommender_step(batch), device, batches)
     evaluation = timed(lambda: (model.train(False), trainer.evaluate(valid, load_best_model=False)), device, 1)
-    floor = timed(floor_program(model, train._batch_size, device, precision == "bf16"), device, batches)
+    floor = (timed(floor_program(model, train._batch_size, device, precision == "bf16"), device, batches)
+             if discriminator == "exact" else None)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     lightgcn = lightgcn_epoch(info["dataset"], data_path, device, info["config"])
@@ -180,8 +183,9 @@ def measure(scale, device_name, precision, batches, data_path):
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),
         "precision": precision, "threads": torch.get_num_threads(), "users": model.n_users - 1,
         "items": model.n_real_items, "batches_per_epoch": len(train), "batch_users": train._batch_size,
+        "discriminator": discriminator, "discriminator_parameters": sum(p.numel() for p in model.discriminator.parameters()),
         "d_step_s": d_step, "g_step_s": g_step, "batch_s": d_step + g_step, "floor_s": floor,
-        "batch_over_floor": (d_step + g_step) / floor, "eval_s": evaluation, "epoch_s": epoch,
+        "batch_over_floor": (d_step + g_step) / floor if floor else None, "eval_s": evaluation, "epoch_s": epoch,
         "lightgcn_epoch_s": lightgcn, "epoch_over_lightgcn": epoch / lightgcn,
         "peak_memory_gb": peak / 1e9, "peak_memory_kind": "GPU allocated" if device.type == "cuda" else "process RSS",
     }
@@ -266,14 +270,15 @@ def cpu_name():
 
 
 def table(results):
-    head = ("scale", "device", "prec", "D step", "G step", "batch", "floor", "x floor", "eval", "epoch",
+    head = ("scale", "device", "prec", "critic", "D step", "G step", "batch", "floor", "x floor", "eval", "epoch",
             "LightGCN", "x LGCN", "peak GB")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in results:
         scale = r["scale"] + (" (synthetic features)" if r["synthetic_features"] else "")
+        floor = (f"{r['floor_s']:.3f}s", f"{r['batch_over_floor']:.2f}") if r["floor_s"] else ("-", "-")
         lines.append(" | ".join([
-            scale, r["device"], r["precision"], f"{r['d_step_s']:.3f}s", f"{r['g_step_s']:.3f}s",
-            f"{r['batch_s']:.3f}s", f"{r['floor_s']:.3f}s", f"{r['batch_over_floor']:.2f}", f"{r['eval_s']:.2f}s",
+            scale, r["device"], r["precision"], f"{r['discriminator']} ({r['discriminator_parameters']:,})",
+            f"{r['d_step_s']:.3f}s", f"{r['g_step_s']:.3f}s", f"{r['batch_s']:.3f}s", *floor, f"{r['eval_s']:.2f}s",
             f"{r['epoch_s']:.1f}s", f"{r['lightgcn_epoch_s']:.2f}s", f"{r['epoch_over_lightgcn']:.0f}",
             f"{r['peak_memory_gb']:.2f}"]))
     return "\n".join(lines)
@@ -290,12 +295,14 @@ def main():
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--batches", type=int, default=3, help="timed repetitions per step (median)")
     parser.add_argument("--out", default="benchmark_results.json")
-    parser.add_argument("--one", nargs=5, metavar=("MODEL", "SCALE", "DEVICE", "PRECISION", "DATA_PATH"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--discriminator", nargs="+", default=["exact"], choices=["exact", "sampled"],
+                        help="MMSSL's discriminator(s) to measure")
+    parser.add_argument("--one", nargs=6, metavar=("MODEL", "SCALE", "DEVICE", "PRECISION", "DISCRIMINATOR",
+                                                   "DATA_PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        model, scale, device, precision, data_path = args.one
-        result = (measure(scale, device, precision, args.batches, data_path) if model == "MMSSL"
+        model, scale, device, precision, discriminator, data_path = args.one
+        result = (measure(scale, device, precision, args.batches, data_path, discriminator) if model == "MMSSL"
                   else measure_baseline(model, scale, device, data_path))
         print(json.dumps(result))
         return
@@ -306,12 +313,15 @@ def main():
             for device in args.devices:
                 for model in args.models:
                     n_items = int(scale.split("-")[1]) if scale.startswith("synthetic-") else 0
-                    if model == "MMSSL" and discriminator_gb(n_items) > args.max_gb:
-                        print(f"{model} {scale}: skipped, its discriminator alone needs "
-                              f"{discriminator_gb(n_items):.0f} GB (weights, gradients, Adam moments)")
-                        continue
-                    for precision in args.precisions if model == "MMSSL" else ["fp32"]:
-                        result = run_one([str(args.batches), model, scale, device, precision], data_path, tmp)
+                    runs = ([(p, d) for p in args.precisions for d in args.discriminator] if model == "MMSSL"
+                            else [("fp32", "exact")])
+                    for precision, discriminator in runs:
+                        if model == "MMSSL" and discriminator == "exact" and discriminator_gb(n_items) > args.max_gb:
+                            print(f"{model} {scale}: exact skipped, its discriminator alone needs "
+                                  f"{discriminator_gb(n_items):.0f} GB (weights, gradients, Adam moments)")
+                            continue
+                        result = run_one([str(args.batches), model, scale, device, precision, discriminator],
+                                         data_path, tmp)
                         if result is None:
                             continue
                         kept, render = (mmssl, table) if model == "MMSSL" else (baselines, baseline_table)

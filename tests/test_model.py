@@ -134,14 +134,14 @@ def test_reference_pairing_oracle():
     """Oracle 7: b = 3, k = 2 pairs (B0,a0), (B1,a1), (B2,b0), (B0,b1), (B1,c0), (B2,c1)."""
     users = torch.tensor([10, 11, 12])
     rows = torch.tensor([[0.0, 9, 8, 0], [7, 0, 0, 6], [0, 0, 5, 4]])  # top-2 columns: [1,2], [0,3], [2,3]
-    paired, items = topk_pairs(users, rows, 2, "reference")
+    paired, items = topk_pairs(users, rows.topk(2, dim=1).indices, "reference")
     a, b, c = [2, 3], [1, 4], [3, 4]  # item id = column + 1
     assert list(zip(paired.tolist(), items.tolist())) == [
         (10, a[0]), (11, a[1]), (12, b[0]), (10, b[1]), (11, c[0]), (12, c[1])]
-    paired, items = topk_pairs(users, rows, 2, "aligned")
+    paired, items = topk_pairs(users, rows.topk(2, dim=1).indices, "aligned")
     assert list(zip(paired.tolist(), items.tolist())) == [
         (10, a[0]), (10, a[1]), (11, b[0]), (11, b[1]), (12, c[0]), (12, c[1])]
-    paired, items = topk_pairs(users, rows, 0, "reference")
+    paired, items = topk_pairs(users, rows.topk(0, dim=1).indices, "reference")
     assert len(paired) == len(items) == 0
 
 

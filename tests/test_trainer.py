@@ -179,7 +179,7 @@ def test_batch_graph_accumulates_across_epochs_with_period_two():
     rows = {1: [0.0, 1, 0, 0], 2: [0.0, 0, 1, 0], 3: [1.0, 0, 0, 0], 4: [0.0, 0, 0, 1], 5: [0.0, 1, 0, 0]}
 
     def step(user):
-        graph.after_batch(torch.tensor([user]), {"image": torch.tensor([rows[user]])})
+        graph.after_batch(torch.tensor([user]), {"image": torch.tensor([rows[user]]).topk(1, dim=1).indices})
 
     def edges():
         g = graph.graphs["image"][0].coalesce()
@@ -203,8 +203,10 @@ def test_full_graph_holds_every_users_own_topk():
     torch.manual_seed(0)
     all_rows = torch.rand(3, 5)
     users = torch.tensor([1, 2, 3])
-    graph.after_batch(users, {"text": all_rows}, lambda m: [(users, all_rows)])  # idx 0: nothing
-    graph.after_batch(users, {"text": all_rows}, lambda m: [(users[:2], all_rows[:2]), (users[2:], all_rows[2:])])
+    tops = {"text": all_rows.topk(1, dim=1).indices}
+    graph.after_batch(users, tops, lambda m, k: [(users, all_rows.topk(k, dim=1).indices)])  # idx 0: nothing
+    graph.after_batch(users, tops, lambda m, k: [(users[:2], all_rows[:2].topk(k, dim=1).indices),
+                                                (users[2:], all_rows[2:].topk(k, dim=1).indices)])
     dense = graph.graphs["text"][0].to_dense()
     for r, u in enumerate(users.tolist()):  # k = 0 is raised to 1: each user's own best item
         expected = int(all_rows[r].argmax()) + 1
@@ -219,7 +221,7 @@ def test_epoch_period_rebuilds_once_after_the_last_batch():
     for user, col in ((1, 2), (2, 0), (3, 3)):
         row = torch.zeros(1, 4)
         row[0, col] = 1.0
-        graph.after_batch(torch.tensor([user]), {"image": row})
+        graph.after_batch(torch.tensor([user]), {"image": row.topk(1, dim=1).indices})
         assert graph.nnz("image") == 1  # still the training graph
     graph.end_epoch(None)
     dense = graph.graphs["image"][0].to_dense()

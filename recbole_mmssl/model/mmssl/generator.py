@@ -46,16 +46,15 @@ def real_rows(entries, ui_rows, tau, noise_scale, form, aux_weight, use_gumbel=T
     return rows.div_(rows.norm(dim=-1, keepdim=True).clamp_min_(1e-12))
 
 
-def topk_pairs(users, rows, k, pairing):
-    """(user, item) pairs from the top-k items of each row; item ids are column + 1 (0 = padding).
+def topk_pairs(users, top, pairing):
+    """(user, item) pairs from ``top``, each row's top-k columns (b x k); item ids are column + 1
+    (0 = padding).
 
     "aligned": each user with its own row's top-k. "reference": the code's pairing, where pair j
     is (users[j mod b], item j of the row-major flattened b x k block), mixing users' rows for k > 1.
     """
-    if k == 0:
-        empty = users.new_empty(0)
-        return empty, empty
-    items = rows.topk(k, dim=1).indices.reshape(-1) + 1
+    k = top.shape[1]
+    items = top.reshape(-1) + 1
     paired = users.repeat(k) if pairing == "reference" else users.repeat_interleave(k)
     return paired, items
 
@@ -91,30 +90,30 @@ class ModalityGraph:
         """Whether the next :meth:`after_batch` reads the batch's rows (to accumulate top-k pairs)."""
         return self.update == "batch" and self.k > 0 and not self._rebuilds_now()
 
-    def after_batch(self, users, rows, all_user_rows=None):
+    def after_batch(self, users, tops, all_user_tops=None):
         """Bookkeeping at the end of a recommender step.
 
-        ``rows``: modality -> detached relation rows of the batch users (may be None where
-        :meth:`needs_batch_rows` is False); ``all_user_rows``: modality -> iterable of
-        (users, rows) blocks over all users (needed for "full").
+        ``tops``: modality -> the top-k columns of the batch users' relation rows (may be None
+        where :meth:`needs_batch_rows` is False); ``all_user_tops``: (modality, k) -> iterable of
+        (users, top-k columns) blocks over all users (needed for "full").
         """
         rebuild, accumulate = self._rebuilds_now(), self.needs_batch_rows()
         self.batch_in_epoch += 1
         if rebuild:
-            self._rebuild(all_user_rows)
+            self._rebuild(all_user_tops)
         elif accumulate:
             for m in self.modalities:
-                self.pending[m].append(topk_pairs(users, rows[m], self.k, self.pairing))
+                self.pending[m].append(topk_pairs(users, tops[m], self.pairing))
 
-    def end_epoch(self, all_user_rows):
+    def end_epoch(self, all_user_tops):
         """With ``period`` "epoch": rebuild after the epoch's last batch."""
         if self.period == "epoch":
-            self._rebuild(all_user_rows)
+            self._rebuild(all_user_tops)
 
-    def _rebuild(self, all_user_rows):
+    def _rebuild(self, all_user_tops):
         for m in self.modalities:
             if self.update == "full":
-                pairs = [topk_pairs(u, r, max(self.k, 1), "aligned") for u, r in all_user_rows(m)]
+                pairs = [topk_pairs(u, top, "aligned") for u, top in all_user_tops(m, max(self.k, 1))]
             else:
                 pairs = self.pending[m]
             self.graphs[m] = self._normalised(pairs)

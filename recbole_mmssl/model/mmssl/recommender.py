@@ -18,6 +18,8 @@ from recbole_mmssl.model.graphs import ADJACENCY_NORMS, one_sided_graphs, rownor
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss, generator_loss
 from recbole_mmssl.model.mmssl.generator import ModalityGraph, real_rows, relation_rows
 from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate
+from recbole_mmssl.model.mmssl.sampled import (SetCritic, blockwise_topk, critic_columns, masked_row_norms,
+                                               real_values, relation_values, set_critic_loss)
 from recbole_mmssl.model.multimodal import MultiModalRecommender
 
 # The four paper-vs-code switches of spec §14 that default to ~ and follow ``variant``; the
@@ -31,7 +33,7 @@ VARIANTS["improved"] = VARIANTS["reference"]  # its changes are in the yaml pres
 CHOICES = {"gumbel_form": ("orig", "head"), "graph_update": ("batch", "full"),
            "graph_pairing": ("reference", "aligned"), "attention": ("reference", "paper"),
            "mixed_precision": (None, "bf16", "fp16"), "adjacency_norm": tuple(ADJACENCY_NORMS),
-           "propagation": ("alternating", "simultaneous")}
+           "propagation": ("alternating", "simultaneous"), "discriminator": ("exact", "sampled")}
 PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -101,13 +103,18 @@ class MMSSL(MultiModalRecommender):
             self.encoders[m] = nn.Linear(table.shape[1], d)
             nn.init.xavier_uniform_(self.encoders[m].weight)
         self.attention = CrossModalAttention(d, config["n_heads"], switches["attention"])
-        self.discriminator = Discriminator(
-            self.n_real_items,
-            dropout=tuple(config["d_dropout"]),
-            negative_slope=switches["d_negative_slope"],
-            output_scale=config["d_output_scale"],
-            dtype=PRECISIONS.get(config["mixed_precision"]),
-        )
+        self.sampled = config["discriminator"] == "sampled"
+        if self.sampled:
+            self.discriminator = SetCritic(self.n_real_items, d, config["critic_hidden"], config["d_output_scale"])
+            self.critic_items = (config["critic_train_items"], config["critic_top_items"], config["critic_random_items"])
+        else:
+            self.discriminator = Discriminator(
+                self.n_real_items,
+                dropout=tuple(config["d_dropout"]),
+                negative_slope=switches["d_negative_slope"],
+                output_scale=config["d_output_scale"],
+                dtype=PRECISIONS.get(config["mixed_precision"]),
+            )
 
         k = int(self.n_real_items * config["graph_topk_rate"])
         self.modality_graph = ModalityGraph(
@@ -202,6 +209,11 @@ class MMSSL(MultiModalRecommender):
         """
         users = interaction[self.USER_ID]
         b, n_modalities = len(users), len(self.modalities)
+        if self.sampled:
+            with torch.no_grad():
+                critic_in = self._critic_inputs(self.forward(), users, self.train_entries(users))
+            return set_critic_loss(self.discriminator, critic_in["real"].repeat(n_modalities, 1), critic_in["fake"],
+                                   critic_in["items"], critic_in["columns"], critic_in["kinds"], self.gp_weight)
         with torch.no_grad():
             out = self.forward()
             entries = self.train_entries(users)
@@ -234,16 +246,20 @@ class MMSSL(MultiModalRecommender):
         contrastive = zero
         if self.use_contrastive:
             contrastive = sum(self.contrastive_loss(out.view_user[m][users], u) for m in self.modalities)
-        generator, rows = zero, None
-        if self.use_adversarial:
+        generator, tops = zero, None
+        graph_k = self.modality_graph.k if self.modality_graph.needs_batch_rows() else None
+        if self.use_adversarial and self.sampled:
+            critic_in = self._critic_inputs(out, users, self.train_entries(users), graph_k)
+            columns = self.discriminator.embed(critic_in["items"], critic_in["columns"], critic_in["kinds"])
+            generator = -self.discriminator(critic_in["fake"], columns).mean()
+            tops = critic_in["graph_tops"]
+        elif self.use_adversarial:
             rows = self.modality_rows(out, users, self.train_entries(users))
             generator = generator_loss(self.discriminator, torch.cat(list(rows.values())))
-        elif self.modality_graph.needs_batch_rows():
-            with torch.no_grad():
-                rows = self.modality_rows(out, users, self.train_entries(users))
-        if rows is not None:
-            rows = {m: r.detach() for m, r in rows.items()}
-        self.modality_graph.after_batch(users, rows, lambda m: self._all_user_rows(out, m))
+            tops = None if graph_k is None else {m: r.detach().topk(graph_k, dim=1).indices for m, r in rows.items()}
+        elif graph_k is not None:
+            tops = self._batch_tops(out, users, graph_k)
+        self.modality_graph.after_batch(users, tops, lambda m, k: self._all_user_tops(out, m, k))
         return bpr, emb_reg, feat_reg, self.cl_weight * contrastive, self.g_weight * generator
 
     def contrastive_loss(self, anchors, positives):
@@ -263,17 +279,62 @@ class MMSSL(MultiModalRecommender):
         if self.modality_graph.period == "epoch":
             with torch.no_grad():
                 out = self.forward()
-            self.modality_graph.end_epoch(lambda m: self._all_user_rows(out, m))
+            self.modality_graph.end_epoch(lambda m, k: self._all_user_tops(out, m, k))
 
-    def _all_user_rows(self, out, modality, block_size=1024):
-        """(users, detached relation rows) blocks over every user with training items."""
-        users = torch.nonzero(self.train_indptr[1:] > self.train_indptr[:-1]).squeeze(1)
+    def _top_columns(self, user_rows, items, entries, k):
+        """The top-k columns of the relation rows (no autograd): from the b x I rows, or, with the
+        sampled discriminator, block by block without them."""
         with torch.no_grad():
-            for start in range(0, len(users), block_size):
-                chunk = users[start:start + block_size]
-                rows = relation_rows(out.feat_user[modality][chunk], out.feat_item[modality][1:],
-                                     self.train_entries(chunk))
-                yield chunk, rows
+            if self.sampled:
+                return blockwise_topk(user_rows, items, entries, k)
+            return relation_rows(user_rows, items, entries).topk(k, dim=1).indices
+
+    def _batch_tops(self, out, users, k):
+        entries = self.train_entries(users)
+        return {m: self._top_columns(out.feat_user[m][users], out.feat_item[m][1:], entries, k)
+                for m in self.modalities}
+
+    def _all_user_tops(self, out, modality, k, block_size=1024):
+        """(users, top-k columns of their relation rows) blocks over every user with training items."""
+        users = torch.nonzero(self.train_indptr[1:] > self.train_indptr[:-1]).squeeze(1)
+        for start in range(0, len(users), block_size):
+            chunk = users[start:start + block_size]
+            yield chunk, self._top_columns(out.feat_user[modality][chunk], out.feat_item[modality][1:],
+                                           self.train_entries(chunk), k)
+
+    def _critic_inputs(self, out, users, entries, graph_k=None):
+        """What the sampled critic reads for this batch (module docstring of ``sampled``): the
+        fake rows' values at each user's columns (modalities stacked; differentiable where
+        autograd is on), the real rows' values, the item vectors, the columns and their kinds, and, with
+        ``graph_k``, each modality's top-k columns for the modality graph."""
+        n_train, n_top, n_random = self.critic_items
+        b, items = len(users), self.n_real_items
+        with torch.no_grad():
+            ui_user, ui_item = out.user[users], out.item[1:]
+            tops = [blockwise_topk(ui_user, ui_item, entries, n_top)]
+            graph_tops = {}
+            for m in self.modalities:
+                top = blockwise_topk(out.feat_user[m][users], out.feat_item[m][1:], entries, max(n_top, graph_k or 0))
+                tops.append(top[:, :n_top])
+                graph_tops[m] = top[:, :graph_k] if graph_k is not None else None
+            columns, kinds, observed = critic_columns(entries, b, items, n_train, tops, n_random)
+            ui_norms = masked_row_norms(ui_user, ui_item, entries)
+            ui_values = relation_values(ui_user, ui_item, columns, observed, ui_norms)
+            rows, cols = entries
+            observed_scores = (ui_user[rows] * ui_item[cols]).sum(1)
+            ui_sum = ((ui_user @ ui_item.sum(0)) - torch.zeros(b, device=ui_user.device).index_add(
+                0, rows, observed_scores)) / ui_norms
+            real = real_values(ui_values, ui_sum, ui_norms > 1e-12, observed, torch.bincount(rows, minlength=b),
+                               items, self.gumbel_tau, self.gumbel_noise_scale, self.gumbel_form, self.aux_weight,
+                               self.use_gumbel)
+        fake = []
+        for m in self.modalities:
+            user_rows, item_rows = out.feat_user[m][users], out.feat_item[m][1:]
+            norms = masked_row_norms(user_rows, item_rows, entries)
+            fake.append(relation_values(user_rows, item_rows, columns, observed, norms))
+        n_modalities = len(self.modalities)
+        return {"fake": torch.cat(fake), "real": real, "items": ui_item.detach(), "columns": columns.repeat(n_modalities, 1),
+                "kinds": kinds.repeat(n_modalities, 1), "graph_tops": graph_tops if graph_k is not None else None}
 
     def recommender_parameters(self):
         """Every parameter except the discriminator's (the recommender optimizer's share)."""
