@@ -149,7 +149,7 @@ def lightgcn_epoch(dataset, data_path, device, dataset_keys):
     return time.perf_counter() - start
 
 
-def measure(scale, device_name, precision, batches, data_path, discriminator="exact"):
+def measure(scale, device_name, precision, batches, data_path, discriminator="exact", steps_only=False):
     """One configuration, in this process."""
     from recbole_mmssl.config import Config
     from recbole_mmssl.quick_start import build_model, prepare_data
@@ -171,13 +171,14 @@ def measure(scale, device_name, precision, batches, data_path, discriminator="ex
         torch.cuda.reset_peak_memory_stats()
     d_step = timed(lambda: trainer._discriminator_step(batch), device, batches)
     g_step = timed(lambda: trainer._recommender_step(batch), device, batches)
-    evaluation = timed(lambda: (model.train(False), trainer.evaluate(valid, load_best_model=False)), device, 1)
+    evaluation = (None if steps_only else
+                  timed(lambda: (model.train(False), trainer.evaluate(valid, load_best_model=False)), device, 1))
     floor = (timed(floor_program(model, train._batch_size, device, precision == "bf16"), device, batches)
-             if discriminator == "exact" else None)
+             if discriminator == "exact" and not steps_only else None)
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    lightgcn = lightgcn_epoch(info["dataset"], data_path, device, info["config"])
-    epoch = len(train) * (d_step + g_step) + evaluation
+    lightgcn = None if steps_only else lightgcn_epoch(info["dataset"], data_path, device, info["config"])
+    epoch = len(train) * (d_step + g_step) + (evaluation or 0)
     return {
         "scale": scale, "synthetic_features": info["synthetic"], "device": device_name,
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),
@@ -186,7 +187,7 @@ def measure(scale, device_name, precision, batches, data_path, discriminator="ex
         "discriminator": discriminator, "discriminator_parameters": sum(p.numel() for p in model.discriminator.parameters()),
         "d_step_s": d_step, "g_step_s": g_step, "batch_s": d_step + g_step, "floor_s": floor,
         "batch_over_floor": (d_step + g_step) / floor if floor else None, "eval_s": evaluation, "epoch_s": epoch,
-        "lightgcn_epoch_s": lightgcn, "epoch_over_lightgcn": epoch / lightgcn,
+        "lightgcn_epoch_s": lightgcn, "epoch_over_lightgcn": epoch / lightgcn if lightgcn else None,
         "peak_memory_gb": peak / 1e9, "peak_memory_kind": "GPU allocated" if device.type == "cuda" else "process RSS",
     }
 
@@ -249,9 +250,10 @@ def catalog(scale, tmp):
     return synthetic_baby(tmp) if SCALES[scale]["synthetic"] else str(REPO / "dataset")
 
 
-def run_one(args, data_path, tmp):
+def run_one(args, data_path, tmp, steps_only=False):
     """The JSON result of one measurement in a fresh process, or None (its error printed)."""
-    cmd = [sys.executable, __file__, "--batches", str(args[0]), "--one", *args[1:], data_path]
+    cmd = [sys.executable, __file__, "--batches", str(args[0]), "--one", *args[1:], data_path,
+           *(["--steps_only"] if steps_only else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=dict(os.environ))
     if out.returncode != 0:
         print(f"{' '.join(args[1:])} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -278,8 +280,10 @@ def table(results):
         floor = (f"{r['floor_s']:.3f}s", f"{r['batch_over_floor']:.2f}") if r["floor_s"] else ("-", "-")
         lines.append(" | ".join([
             scale, r["device"], r["precision"], f"{r['discriminator']} ({r['discriminator_parameters']:,})",
-            f"{r['d_step_s']:.3f}s", f"{r['g_step_s']:.3f}s", f"{r['batch_s']:.3f}s", *floor, f"{r['eval_s']:.2f}s",
-            f"{r['epoch_s']:.1f}s", f"{r['lightgcn_epoch_s']:.2f}s", f"{r['epoch_over_lightgcn']:.0f}",
+            f"{r['d_step_s']:.3f}s", f"{r['g_step_s']:.3f}s", f"{r['batch_s']:.3f}s", *floor,
+            f"{r['eval_s']:.2f}s" if r["eval_s"] is not None else "-",
+            f"{r['epoch_s']:.1f}s", *((f"{r['lightgcn_epoch_s']:.2f}s", f"{r['epoch_over_lightgcn']:.0f}")
+                                      if r["lightgcn_epoch_s"] else ("-", "-")),
             f"{r['peak_memory_gb']:.2f}"]))
     return "\n".join(lines)
 
@@ -297,12 +301,15 @@ def main():
     parser.add_argument("--out", default="benchmark_results.json")
     parser.add_argument("--discriminator", nargs="+", default=["exact"], choices=["exact", "sampled"],
                         help="MMSSL's discriminator(s) to measure")
+    parser.add_argument("--steps_only", action="store_true",
+                        help="MMSSL: time the training steps only (no validation pass, floor or LightGCN)")
     parser.add_argument("--one", nargs=6, metavar=("MODEL", "SCALE", "DEVICE", "PRECISION", "DISCRIMINATOR",
                                                    "DATA_PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         model, scale, device, precision, discriminator, data_path = args.one
-        result = (measure(scale, device, precision, args.batches, data_path, discriminator) if model == "MMSSL"
+        result = (measure(scale, device, precision, args.batches, data_path, discriminator, args.steps_only)
+                  if model == "MMSSL"
                   else measure_baseline(model, scale, device, data_path))
         print(json.dumps(result))
         return
@@ -321,7 +328,7 @@ def main():
                                   f"{discriminator_gb(n_items):.0f} GB (weights, gradients, Adam moments)")
                             continue
                         result = run_one([str(args.batches), model, scale, device, precision, discriminator],
-                                         data_path, tmp)
+                                         data_path, tmp, args.steps_only)
                         if result is None:
                             continue
                         kept, render = (mmssl, table) if model == "MMSSL" else (baselines, baseline_table)
