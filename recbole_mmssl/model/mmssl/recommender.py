@@ -249,7 +249,7 @@ class MMSSL(MultiModalRecommender):
         generator, tops = zero, None
         graph_k = self.modality_graph.k if self.modality_graph.needs_batch_rows() else None
         if self.use_adversarial and self.sampled:
-            critic_in = self._critic_inputs(out, users, self.train_entries(users), graph_k)
+            critic_in = self._critic_inputs(out, users, self.train_entries(users), graph_k, with_real=False)
             columns = self.discriminator.embed(critic_in["items"], critic_in["columns"], critic_in["kinds"])
             generator = -self.discriminator(critic_in["fake"], columns).mean()
             tops = critic_in["graph_tops"]
@@ -302,11 +302,12 @@ class MMSSL(MultiModalRecommender):
             yield chunk, self._top_columns(out.feat_user[modality][chunk], out.feat_item[modality][1:],
                                            self.train_entries(chunk), k)
 
-    def _critic_inputs(self, out, users, entries, graph_k=None):
+    def _critic_inputs(self, out, users, entries, graph_k=None, with_real=True):
         """What the sampled critic reads for this batch (module docstring of ``sampled``): the
         fake rows' values at each user's columns (modalities stacked; differentiable where
-        autograd is on), the real rows' values, the item vectors, the columns and their kinds, and, with
-        ``graph_k``, each modality's top-k columns for the modality graph."""
+        autograd is on), the real rows' values (``with_real``; the generator loss needs none),
+        the item vectors, the columns and their kinds, and, with ``graph_k``, each modality's
+        top-k columns for the modality graph."""
         n_train, n_top, n_random = self.critic_items
         b, items = len(users), self.n_real_items
         with torch.no_grad():
@@ -318,15 +319,7 @@ class MMSSL(MultiModalRecommender):
                 tops.append(top[:, :n_top])
                 graph_tops[m] = top[:, :graph_k] if graph_k is not None else None
             columns, kinds, observed = critic_columns(entries, b, items, n_train, tops, n_random)
-            ui_norms = masked_row_norms(ui_user, ui_item, entries)
-            ui_values = relation_values(ui_user, ui_item, columns, observed, ui_norms)
-            rows, cols = entries
-            observed_scores = (ui_user[rows] * ui_item[cols]).sum(1)
-            ui_sum = ((ui_user @ ui_item.sum(0)) - torch.zeros(b, device=ui_user.device).index_add(
-                0, rows, observed_scores)) / ui_norms
-            real = real_values(ui_values, ui_sum, ui_norms > 1e-12, observed, torch.bincount(rows, minlength=b),
-                               items, self.gumbel_tau, self.gumbel_noise_scale, self.gumbel_form, self.aux_weight,
-                               self.use_gumbel)
+            real = self._real_values(ui_user, ui_item, entries, columns, observed) if with_real else None
         fake = []
         for m in self.modalities:
             user_rows, item_rows = out.feat_user[m][users], out.feat_item[m][1:]
@@ -335,6 +328,17 @@ class MMSSL(MultiModalRecommender):
         n_modalities = len(self.modalities)
         return {"fake": torch.cat(fake), "real": real, "items": ui_item.detach(), "columns": columns.repeat(n_modalities, 1),
                 "kinds": kinds.repeat(n_modalities, 1), "graph_tops": graph_tops if graph_k is not None else None}
+
+    def _real_values(self, ui_user, ui_item, entries, columns, observed):
+        """The real rows (spec §5) at the columns, from the final embeddings' relation rows."""
+        rows, cols = entries
+        norms = masked_row_norms(ui_user, ui_item, entries)
+        values = relation_values(ui_user, ui_item, columns, observed, norms)
+        observed_scores = (ui_user[rows] * ui_item[cols]).sum(1)
+        row_sums = (ui_user @ ui_item.sum(0) - torch.zeros_like(norms).index_add(0, rows, observed_scores)) / norms
+        return real_values(values, row_sums, norms > 1e-12, observed, torch.bincount(rows, minlength=len(ui_user)),
+                           self.n_real_items, self.gumbel_tau, self.gumbel_noise_scale, self.gumbel_form,
+                           self.aux_weight, self.use_gumbel)
 
     def recommender_parameters(self):
         """Every parameter except the discriminator's (the recommender optimizer's share)."""
