@@ -203,10 +203,10 @@ def main(argv=None):
     text.add_argument("--batch-size", type=int, default=64)
     image = sub.add_parser("image", help="encode a folder of images named by item token with an ImageNet CNN")
     image.add_argument("src", help="folder of images named <item token>.<jpg|png|...>")
-    image.add_argument("--weights", help="torchvision ResNet state-dict file (default: the bundled ResNet-18, "
-                                         "see the README)")
-    image.add_argument("--arch", help="resnet18, resnet34, resnet50, resnet101 or resnet152 (default: read off "
-                                      "the weights)")
+    image.add_argument("--weights", help="state-dict file of --arch (default: the bundled EfficientNet-Lite0 "
+                                         "ImageNet weights, see the README)")
+    image.add_argument("--arch", help="efficientnet-lite0 .. efficientnet-lite4, or a torchvision classifier such "
+                                      "as resnet50 (needs torchvision) (default: efficientnet-lite0)")
     image.add_argument("--batch-size", type=int, default=32)
     for p, modality in ((text, "text"), (image, "image")):
         p.add_argument("--name", required=True, help="dataset name (folder and file prefix)")
