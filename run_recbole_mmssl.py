@@ -3,6 +3,7 @@
     python run_recbole_mmssl.py --dataset=tiktok                      # MMSSL on the bundled TikTok
     python run_recbole_mmssl.py --model=LightGCN --dataset=tiktok     # any RecBole model, same protocol
     python run_recbole_mmssl.py --dataset=tiktok --tune=properties/tune/mmssl.yaml --num_samples=8
+    python run_recbole_mmssl.py --dataset=tiktok --nproc=2            # MMSSL in two processes
 
 Takes RecBole's flags (--model, --dataset, --config_files) and any --key=value override.
 Errors in the input or configuration are printed as one line (exit status 2); --debug shows
@@ -20,6 +21,12 @@ def main():
     parser.add_argument("--config_files", default=None, help="space-separated config files")
     parser.add_argument("--resume_checkpoint", metavar="FILE", default=None,
                         help="continue an interrupted run from its saved checkpoint")
+    ddp = parser.add_argument_group("distributed training (MMSSL; RecBole's flags): gloo on CPU, NCCL on CUDA")
+    ddp.add_argument("--nproc", type=int, default=1, help="processes on this machine")
+    ddp.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
+    ddp.add_argument("--ip", default="localhost", help="address of the machine that runs rank 0")
+    ddp.add_argument("--port", default="5678", help="a free port on that machine")
+    ddp.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     tune = parser.add_argument_group("hyperparameter search (Ray Tune)")
     tune.add_argument("--tune", metavar="FILE", help="search space: a YAML file or RecBole's .hyper format")
     tune.add_argument("--num_samples", type=int, default=1, help="samples of the space (grids repeat)")
@@ -38,6 +45,8 @@ def main():
     config_files = args.config_files.split() if args.config_files else None
     if args.resume_checkpoint and args.tune:
         parser.error("--resume_checkpoint continues one run; a search resumes with --resume=NAME")
+    if args.tune and (args.nproc > 1 or args.world_size > 0):
+        parser.error("a search runs each trial in one process; drop --nproc/--world_size")
     if args.resume and not args.tune:
         parser.error("--resume needs the experiment's --tune file")
 
@@ -67,10 +76,11 @@ def run(args, config_files):
             print(f"Best configuration: {folder}/best_config.yaml "
                   f"(python run_recbole_mmssl.py --config_files={folder}/best_config.yaml)")
     else:
-        from recbole_mmssl.quick_start import run_recbole_mmssl
+        from recbole_mmssl.quick_start import run as run_training
 
-        run_recbole_mmssl(model=args.model, dataset=args.dataset, config_file_list=config_files,
-                          resume_checkpoint=args.resume_checkpoint)
+        run_training(model=args.model, dataset=args.dataset, config_file_list=config_files,
+                     resume_checkpoint=args.resume_checkpoint, nproc=args.nproc, world_size=args.world_size,
+                     ip=args.ip, port=args.port, group_offset=args.group_offset)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import yaml
 from recbole.config.configurator import Config as RecBoleConfig
 from recbole.utils import argument_list
 
+from recbole_mmssl import distributed
 from recbole_mmssl.compat import install_numpy_aliases
 from recbole_mmssl.errors import InputError
 from recbole_mmssl.utils import get_model, properties_dir, repository_dataset_dir
@@ -88,6 +89,17 @@ class Config(RecBoleConfig):
         self.internal_config_dict.update(presets[variant] or {})
         self.internal_config_dict.update(dataset_presets.get(variant) or {})
 
+    def _init_device(self):
+        """RecBole's device choice; in a process of :func:`recbole_mmssl.distributed.spawn`
+        (``local_rank`` set), the plugin's process group instead of RecBole's NCCL-only one."""
+        if "local_rank" not in self.final_config_dict:
+            return super()._init_device()
+        gpu_id = self.final_config_dict["gpu_id"]
+        gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
+        self.final_config_dict["gpu_id"] = gpu_id
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+        distributed.init_process_group(self)
+
     def _set_default_parameters(self):
         parent = self.final_config_dict["data_path"]
         super()._set_default_parameters()
@@ -114,7 +126,7 @@ def known_keys():
     """Every key of RecBole's and the plugin's properties files (every model and dataset, and
     the dataset files' model_settings), and RecBole's argument lists."""
     files = [*(Path(recbole.__file__).parent / "properties").rglob("*.yaml"), *properties_dir().rglob("*.yaml")]
-    keys = {"model", "dataset", "config_files"}
+    keys = {"model", "dataset", "config_files", "local_rank"}
     for name in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
         keys.update(getattr(argument_list, name))
     for file in files:

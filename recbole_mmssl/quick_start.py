@@ -11,6 +11,7 @@ import torch
 
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
+from recbole_mmssl import distributed
 from recbole_mmssl.compat import load_checkpoint
 from recbole_mmssl.config import Config
 from recbole_mmssl.utils import create_dataset, data_preparation, get_trainer
@@ -68,6 +69,8 @@ def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_di
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
+    if not distributed.is_main():
+        return None
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(set_color("The running environment of this training is as follows:\n", "yellow")
                 + get_environment(config).draw())
@@ -79,6 +82,25 @@ def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_di
         "best_valid_result": best_valid_result,
         "test_result": test_result,
     }
+
+
+def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, resume_checkpoint=None,
+        nproc=1, world_size=-1, ip="localhost", port="5678", group_offset=0):
+    """:func:`run_recbole_mmssl` in this process, or, with ``nproc`` > 1 or ``world_size`` > 0,
+    in ``nproc`` processes of a distributed run (RecBole's ``run`` arguments); returns rank 0's
+    result."""
+    kwargs = {"model": model, "dataset": dataset, "config_file_list": config_file_list, "saved": saved,
+              "resume_checkpoint": resume_checkpoint}
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_mmssl(config_dict=config_dict, **kwargs)
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    distributed.check_model(config)  # before any process starts
+    return distributed.spawn(_distributed_worker, nproc, world_size, ip, port, group_offset,
+                             args=(config_dict, kwargs))
+
+
+def _distributed_worker(local_rank, settings, config_dict, kwargs):
+    return run_recbole_mmssl(config_dict={**(config_dict or {}), **settings}, **kwargs)
 
 
 def load_data_and_model(model_file):

@@ -2,7 +2,8 @@
 
 Spec §11.3. Both modules stay in training mode. The recommender's gradients never reach the
 discriminator's parameters: the discriminator is frozen during the recommender step (the
-reference computes those gradients and throws them away).
+reference computes those gradients and throws them away). In distributed training
+(:mod:`recbole_mmssl.distributed`) each rank trains on its share of every batch.
 """
 
 import random
@@ -13,6 +14,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from tqdm import tqdm
 
+from recbole_mmssl import distributed
 from recbole_mmssl.compat import CheckpointMixin
 from recbole_mmssl.curves import LearningCurveMixin
 from recbole_mmssl.errors import InputError
@@ -46,7 +48,11 @@ class MMSSLTrainer(EpochHookMixin, LearningCurveMixin, CheckpointMixin, Trainer)
     """Alternating adversarial trainer for :class:`recbole_mmssl.model.mmssl.MMSSL`.
 
     Every epoch reseeds the random generators from (seed, epoch), so a run resumed from a
-    checkpoint continues exactly as the uninterrupted run would have.
+    checkpoint continues exactly as the uninterrupted run would have. In distributed training
+    the batches are drawn from (seed, epoch) on every rank, and the rest of the randomness
+    (dropout, Gumbel noise, sampled columns) from (seed, epoch, rank). The exact discriminator's
+    batch norm normalises over each rank's own rows; rank 0's running statistics are copied to
+    the others after every epoch.
     """
 
     loss_names = LOSS_NAMES
@@ -61,33 +67,44 @@ class MMSSLTrainer(EpochHookMixin, LearningCurveMixin, CheckpointMixin, Trainer)
         # the critic's own loss has O(1) gradients: no scaling needed to avoid underflow at the start
         self.d_scaler = torch.amp.GradScaler(self.device.type, init_scale=1.0, enabled=fp16)
         self.seed = config["seed"]
+        if distributed.active():
+            distributed.broadcast([*model.parameters(), *model.buffers()])
+            distributed.log_split(config["train_batch_size"])
+
+    def _epoch_seed(self, epoch_idx, *keys):
+        return int(np.random.SeedSequence([self.seed, epoch_idx, *keys]).generate_state(1)[0])
 
     def _reseed(self, epoch_idx):
-        seed = int(np.random.SeedSequence([self.seed, epoch_idx]).generate_state(1)[0])
+        seed = self._epoch_seed(epoch_idx, *([distributed.rank()] if distributed.active() else []))
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
 
     @staticmethod
     def _scaled_step(loss, optimizer, scaler):
-        """Backward and step; False where float16 loss scaling skipped the step on overflow."""
+        """Backward, the gradients summed over the ranks, and step; False where float16 loss
+        scaling skipped the step on overflow."""
         scale = scaler.get_scale()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        distributed.sum_gradients([p for group in optimizer.param_groups for p in group["params"]])
         scaler.step(optimizer)
         scaler.update()
         return scaler.get_scale() >= scale
 
-    def _discriminator_step(self, interaction):
-        """One Adam step of the discriminator; returns (loss, whether the step was taken)."""
-        loss = self.model.discriminator_loss(interaction, grad_scale=self.d_scaler.get_scale())
+    def _discriminator_step(self, interaction, share=1.0):
+        """One Adam step of the discriminator; returns (loss, whether the step was taken).
+
+        ``share``: this rank's part of the batch, which weights its loss (1 in one process).
+        """
+        loss = self.model.discriminator_loss(interaction, grad_scale=self.d_scaler.get_scale()) * share
         return loss.detach(), self._scaled_step(loss, self.d_optimizer, self.d_scaler)
 
-    def _recommender_step(self, interaction):
+    def _recommender_step(self, interaction, share=1.0):
         """One AdamW step of the recommender; returns (loss parts, whether the step was taken)."""
         self.model.discriminator.requires_grad_(False)
         try:
-            losses = self.model.calculate_loss(interaction)
+            losses = [loss * share for loss in self.model.calculate_loss(interaction)]
         finally:
             self.model.discriminator.requires_grad_(True)
         taken = self._scaled_step(sum(losses), self.optimizer, self.scaler)
@@ -95,6 +112,8 @@ class MMSSLTrainer(EpochHookMixin, LearningCurveMixin, CheckpointMixin, Trainer)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._reseed(epoch_idx)
+        if distributed.active():  # every rank draws the same batches
+            train_data.batch_generator = torch.Generator().manual_seed(self._epoch_seed(epoch_idx))
         self._before_epoch(epoch_idx)
         self.model.train()
         self.model.start_epoch()
@@ -103,20 +122,40 @@ class MMSSLTrainer(EpochHookMixin, LearningCurveMixin, CheckpointMixin, Trainer)
         totals = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
         skipped = {"discriminator": 0, "recommender": 0}
         for batch_idx, interaction in enumerate(batches):
+            share = 1.0
+            if distributed.active():
+                own = distributed.shard(len(interaction))
+                share = (own.stop - own.start) / len(interaction)
+                interaction = interaction[own]
             interaction = interaction.to(self.device)
             d_loss, d_taken = torch.zeros((), device=self.device), True
             if self.model.use_adversarial:
-                d_loss, d_taken = self._discriminator_step(interaction)
-            losses, taken = self._recommender_step(interaction)
+                d_loss, d_taken = self._discriminator_step(interaction, share)
+            losses, taken = self._recommender_step(interaction, share)
             skipped["discriminator"] += not d_taken
             skipped["recommender"] += not taken
             values = torch.stack(losses + [d_loss if d_taken else torch.zeros_like(d_loss)]).double().cpu()
+            values = distributed.sum_over_ranks(values)
             if taken:
                 self._check_finite(values, epoch_idx, batch_idx)
             totals += values.nan_to_num(0.0, 0.0, 0.0)
         self.model.end_epoch()
+        distributed.broadcast(list(self.model.discriminator.buffers()))
         self._report_skipped(epoch_idx, skipped)
         return tuple(totals.tolist())
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's ``fit``; in distributed training only rank 0 writes checkpoints."""
+        return super().fit(train_data, valid_data, verbose=verbose, saved=saved and distributed.is_main(),
+                           show_progress=show_progress, callback_fn=callback_fn)
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """Rank 0 evaluates; every rank takes its result, so all make the same early-stopping choice."""
+        result = super()._valid_epoch(valid_data, show_progress=show_progress) if distributed.is_main() else None
+        return distributed.broadcast_object(result)
+
+    def write_curve(self):
+        return super().write_curve() if distributed.is_main() else None
 
     def _report_skipped(self, epoch_idx, skipped):
         """float16 loss scaling skips a step on overflow and halves its scale; say so, and stop if it never fits."""

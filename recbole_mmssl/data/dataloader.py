@@ -15,8 +15,12 @@ from recbole.data.interaction import Interaction
 class UserBatchDataLoader(AbstractDataLoader):
     """Yields Interactions of (user, positive item, negative item) for b distinct users.
 
-    Randomness comes from torch's global generator, which the trainer reseeds every epoch.
+    Randomness comes from :attr:`batch_generator`: None, torch's global generator (which the
+    trainer reseeds every epoch), or in distributed training one seeded alike on every rank, so
+    that the ranks draw the same batch and split it.
     """
+
+    batch_generator = None
 
     def __init__(self, config, dataset, sampler, shuffle=False):
         matrix = dataset.inter_matrix(form="csr")
@@ -47,13 +51,13 @@ class UserBatchDataLoader(AbstractDataLoader):
         return self.train_keys[pos] == keys
 
     def collate_fn(self, index):
-        b = self._batch_size
-        users = self.users[torch.randperm(len(self.users))[:b]]
-        offsets = (torch.rand(b) * self.degrees[users]).long()
+        b, generator = self._batch_size, self.batch_generator
+        users = self.users[torch.randperm(len(self.users), generator=generator)[:b]]
+        offsets = (torch.rand(b, generator=generator) * self.degrees[users]).long()
         positives = self.indices[self.indptr[users] + offsets]
-        negatives = torch.randint(1, self.n_items, (b,))
+        negatives = torch.randint(1, self.n_items, (b,), generator=generator)
         clash = self._is_training_pair(users, negatives)
         while clash.any():
-            negatives[clash] = torch.randint(1, self.n_items, (int(clash.sum()),))
+            negatives[clash] = torch.randint(1, self.n_items, (int(clash.sum()),), generator=generator)
             clash = self._is_training_pair(users, negatives)
         return Interaction({self.uid_field: users, self.iid_field: positives, self.neg_field: negatives})

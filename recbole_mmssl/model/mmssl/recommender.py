@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mmssl import distributed
 from recbole_mmssl.data.dataloader import UserBatchDataLoader
 from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import ADJACENCY_NORMS, one_sided_graphs, rownorm, training_edges
@@ -63,6 +64,7 @@ class MMSSL(MultiModalRecommender):
 
     input_type = InputType.PAIRWISE
     train_dataloader = UserBatchDataLoader
+    supports_distributed = True  # trains in several processes (recbole_mmssl.distributed)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -259,16 +261,22 @@ class MMSSL(MultiModalRecommender):
             tops = None if graph_k is None else {m: r.detach().topk(graph_k, dim=1).indices for m, r in rows.items()}
         elif graph_k is not None:
             tops = self._batch_tops(out, users, graph_k)
+        if tops is not None:
+            users, tops = self._gathered_tops(users, tops)
         self.modality_graph.after_batch(users, tops, lambda m, k: self._all_user_tops(out, m, k))
         return bpr, emb_reg, feat_reg, self.cl_weight * contrastive, self.g_weight * generator
 
     def contrastive_loss(self, anchors, positives):
-        """InfoNCE of spec §9: anchor b against its final embedding, negatives from both views."""
+        """InfoNCE of spec §9: anchor b against its final embedding, negatives from both views
+        (in distributed training, from every rank's share of the batch)."""
         z1, z2 = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
-        intra = torch.exp(z1 @ z1.T / self.cl_temperature)
-        inter = torch.exp(z1 @ z2.T / self.cl_temperature)
-        denominator = intra.sum(1) - intra.diagonal() + inter.sum(1)
-        return -torch.log(inter.diagonal() / denominator + 1e-8).mean()
+        all1, all2 = distributed.gather(z1), distributed.gather(z2)
+        own = distributed.shard(len(all1))
+        intra = torch.exp(z1 @ all1.T / self.cl_temperature)
+        inter = torch.exp(z1 @ all2.T / self.cl_temperature)
+        intra_self, inter_self = intra[:, own].diagonal(), inter[:, own].diagonal()
+        denominator = intra.sum(1) - intra_self + inter.sum(1)
+        return -torch.log(inter_self / denominator + 1e-8).mean()
 
     def start_epoch(self):
         """Epoch-start bookkeeping: batch indices of the modality-graph schedule restart at 0."""
@@ -294,13 +302,25 @@ class MMSSL(MultiModalRecommender):
         return {m: self._top_columns(out.feat_user[m][users], out.feat_item[m][1:], entries, k)
                 for m in self.modalities}
 
+    @staticmethod
+    def _gathered_tops(users, tops):
+        """The batch users and their top-k columns per modality, from every rank in distributed training."""
+        if not distributed.active():
+            return users, tops
+        gathered = {m: distributed.gather_pairs(users, top) for m, top in tops.items()}
+        return next(iter(gathered.values()))[0], {m: top for m, (_, top) in gathered.items()}
+
     def _all_user_tops(self, out, modality, k, block_size=1024):
-        """(users, top-k columns of their relation rows) blocks over every user with training items."""
+        """(users, top-k columns of their relation rows) blocks over every user with training items;
+        in distributed training each rank computes its share and every rank receives all of them."""
         users = torch.nonzero(self.train_indptr[1:] > self.train_indptr[:-1]).squeeze(1)
-        for start in range(0, len(users), block_size):
-            chunk = users[start:start + block_size]
-            yield chunk, self._top_columns(out.feat_user[modality][chunk], out.feat_item[modality][1:],
-                                           self.train_entries(chunk), k)
+        users = users[distributed.shard(len(users))]
+        blocks = ((chunk, self._top_columns(out.feat_user[modality][chunk], out.feat_item[modality][1:],
+                                            self.train_entries(chunk), k)) for chunk in users.split(block_size))
+        if distributed.active():
+            chunks, tops = zip(*blocks)
+            blocks = [distributed.gather_pairs(torch.cat(chunks), torch.cat(tops))]
+        yield from blocks
 
     def _critic_inputs(self, out, users, entries, graph_k=None, with_real=True):
         """What the sampled critic reads for this batch (module docstring of ``sampled``): the
