@@ -39,9 +39,9 @@ def blockwise_topk(user_rows, items, entries, k, block_size=8192):
         scores = user_rows @ items[start:start + block_size].T
         inside = (cols >= start) & (cols < start + scores.shape[1])
         scores[rows[inside], cols[inside] - start] = 0
-        index = torch.arange(start, start + scores.shape[1], device=scores.device).expand_as(scores)
-        values, picked = torch.cat([best_values, scores], 1).topk(min(k, best_values.shape[1] + scores.shape[1]), 1)
-        best_index = torch.cat([best_index, index], 1).gather(1, picked)
+        values, index = scores.topk(min(k, scores.shape[1]), 1)  # the block's own top-k, then merged
+        values, picked = torch.cat([best_values, values], 1).topk(min(k, best_values.shape[1] + values.shape[1]), 1)
+        best_index = torch.cat([best_index, index + start], 1).gather(1, picked)
         best_values = values
     return best_index
 
