@@ -182,6 +182,7 @@ def spawn(worker, nproc, world_size=-1, ip="localhost", port="5678", group_offse
     config dict holds RecBole's keys ``local_rank``, ``nproc``, ``world_size``, ``ip``, ``port``
     and ``offset``. Returns what rank 0's worker returned."""
     import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
 
     world_size = nproc if world_size == -1 else world_size
     if nproc < 1 or world_size < nproc + group_offset:
@@ -189,8 +190,20 @@ def spawn(worker, nproc, world_size=-1, ip="localhost", port="5678", group_offse
                          "this machine's ranks offset .. offset + nproc - 1 must lie below world_size.")
     queue = mp.get_context("spawn").SimpleQueue()
     settings = {"nproc": nproc, "world_size": world_size, "ip": ip, "port": str(port), "offset": group_offset}
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    mp.spawn(_run_worker, args=(worker, settings, queue, args), nprocs=nproc, join=True)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads is None:  # the processes share this machine's cores
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    try:
+        mp.spawn(_run_worker, args=(worker, settings, queue, args), nprocs=nproc, join=True)
+    except ProcessException:
+        while not queue.empty():
+            outcome = queue.get()
+            if isinstance(outcome, InputError):  # the user's mistake, found in a process: say it as in one
+                raise outcome from None
+        raise
+    finally:
+        if threads is None:
+            del os.environ["OMP_NUM_THREADS"]
     return None if queue.empty() else queue.get()
 
 
@@ -199,6 +212,9 @@ def _run_worker(local_rank, worker, settings, queue, args):
         result = worker(local_rank, {**settings, "local_rank": local_rank}, *args)
         if local_rank == 0 and settings["offset"] == 0:
             queue.put(result)
+    except InputError as error:
+        queue.put(InputError(str(error)))
+        raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

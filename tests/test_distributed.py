@@ -143,3 +143,13 @@ def test_models_without_distributed_training_are_refused(tmp_path, monkeypatch):
         run(model="LightGCN", config_dict=toy(tmp_path), nproc=2)
     with pytest.raises(InputError, match="world_size"):
         distributed.spawn(_train, 2, world_size=1)
+
+
+def _bad_input(local_rank, settings):
+    if local_rank == 1:
+        raise InputError("feature file toy.image.npy has 3 rows")
+
+
+def test_an_input_error_in_a_process_reaches_the_caller_as_one(tmp_path):
+    with pytest.raises(InputError, match="toy.image.npy has 3 rows"):
+        distributed.spawn(_bad_input, 2, port=free_port())
