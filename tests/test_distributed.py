@@ -86,7 +86,7 @@ def toy(tmp_path):
     features = {"image": rng.normal(size=(80, 8)).astype(np.float32),
                 "text": rng.normal(size=(80, 5)).astype(np.float32)}
     write_dataset(Path(tmp_path) / "data", "toy", splits, features, [f"i{k}" for k in range(80)])
-    return base_config(tmp_path, "toy", modalities=["image", "text"], **SMALL)
+    return base_config(tmp_path, "toy", modalities=["image", "text"], gpu_id="", **SMALL)  # gloo, also beside a GPU
 
 
 def train_ranks(tmp_path, config, nproc, world_size=-1):
