@@ -141,9 +141,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def stop_processes_mentioning(text, grace=10.0):
-    """Stop every process whose command line holds ``text`` (Linux; SIGTERM, then SIGKILL after
-    ``grace`` seconds): the test's own Ray head, where `ray stop` would stop every Ray on the
+def stop_processes_mentioning(*texts, grace=10.0):
+    """Stop every process whose command line holds all of ``texts`` (Linux; SIGTERM, then SIGKILL
+    after ``grace`` seconds): the test's own Ray head, where `ray stop` would stop every Ray on the
     machine, a user's running search too."""
     import signal
     import time
@@ -152,7 +152,8 @@ def stop_processes_mentioning(text, grace=10.0):
         pids = []
         for proc in Path("/proc").glob("[0-9]*"):
             try:
-                if text.encode() in (proc / "cmdline").read_bytes():
+                cmdline = (proc / "cmdline").read_bytes()
+                if all(text.encode() in cmdline for text in texts):
                     pids.append(int(proc.name))
             except OSError:
                 continue
@@ -202,6 +203,8 @@ def test_search_on_a_started_head_node(tmp_path):
         assert len(trials) == 3 and all(",completed," in row for row in trials[1:])
     finally:
         stop_processes_mentioning(temp_dir)
+        # Ray's client server names the head's port (at the node's own address), not its folder
+        stop_processes_mentioning("ray.util.client.server", f":{port}")
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
