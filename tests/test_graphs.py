@@ -9,6 +9,8 @@ import torch
 
 from conftest import dense, dense_knn
 from recbole_mmssl.model.graphs import (
+    OperatorCache,
+    SparseOperator,
     bpr_loss,
     coalesce_edges,
     cosine_values,
@@ -16,6 +18,7 @@ from recbole_mmssl.model.graphs import (
     lightgcn,
     node_adjacency,
     norm_loss,
+    one_sided_graphs,
     row_sum_normalise,
     spmm_edges,
 )
@@ -106,3 +109,34 @@ def test_bpr_and_norm_losses_on_the_spec_examples():
     assert norm_loss(users, pos, neg).item() == pytest.approx(4.0)  # V2: not 5 (row norms), not 15 (squared)
     items = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
     assert norm_loss(users, items).item() == pytest.approx(2.0)  # B3: over the rows of the last table
+
+
+def test_sparse_operator_products_and_gradients_equal_the_dense_ones():
+    """P x and its gradient through the CSR copies equal the dense P x and P^T g (P not square,
+    with an empty row, so a wrong transpose cannot pass)."""
+    gen = torch.Generator().manual_seed(0)
+    users, items = torch.randint(0, 7, (30,), generator=gen), torch.randint(0, 5, (30,), generator=gen)
+    users[users == 3] = 4
+    p, _ = one_sided_graphs(users, items, torch.rand(30, generator=gen), 7, 5)
+    x = torch.randn(5, 4, generator=gen, dtype=torch.float32, requires_grad=True)
+    weights = torch.randn(7, 4, generator=gen)
+    out = SparseOperator(p) @ x
+    (out * weights).sum().backward()
+    dense_p = p.to_dense().double()
+    np.testing.assert_allclose(out.detach().numpy(), (dense_p @ x.detach().double()).numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(x.grad.numpy(), (dense_p.T @ weights.double()).numpy(), rtol=1e-6, atol=1e-7)
+    assert not out[3].any()
+
+
+def test_operator_cache_keeps_the_operators_of_the_graphs_in_use():
+    p, q = one_sided_graphs(torch.tensor([0, 1]), torch.tensor([1, 2]), torch.ones(2), 3, 4)
+    cache = OperatorCache()
+    cache.refresh([p, q])
+    first = cache[p]
+    cache.refresh([p, q])
+    assert cache[p] is first  # the same graph object: built once
+    rebuilt, _ = one_sided_graphs(torch.tensor([2]), torch.tensor([3]), torch.ones(1), 3, 4)
+    cache.refresh([rebuilt, q])
+    assert cache[rebuilt].source is rebuilt
+    with pytest.raises(KeyError):
+        cache[p]  # a graph no longer in use is forgotten

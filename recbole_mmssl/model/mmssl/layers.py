@@ -13,6 +13,8 @@ from recbole_mmssl.errors import InputError
 def propagate(p, q, users, items, n_layers, last_softmax=True, alternating=True):
     """GNN propagation over the training graph; readout = mean of the L+1 layers (spec §3.6).
 
+    ``p`` and ``q``: sparse tensors or :class:`recbole_mmssl.model.graphs.SparseOperator`.
+
     ``alternating`` (the reference): H_U^l = P H_I^(l-1), then H_I^l = Q H_U^l, so a layer's
     items see that layer's users. Otherwise both sides update from layer l-1, as LightGCN does.
     ``last_softmax`` (the reference): the last layer is softmaxed over the embedding dimension
@@ -21,10 +23,10 @@ def propagate(p, q, users, items, n_layers, last_softmax=True, alternating=True)
     user_layers, item_layers = [users], [items]
     for layer in range(1, n_layers + 1):
         soft = last_softmax and layer == n_layers
-        new_users = torch.sparse.mm(p, items)
+        new_users = p @ items
         if soft:
             new_users = torch.softmax(new_users, dim=-1)
-        items = torch.sparse.mm(q, new_users if alternating else users)
+        items = q @ (new_users if alternating else users)
         if soft:
             items = torch.softmax(items, dim=-1)
         users = new_users

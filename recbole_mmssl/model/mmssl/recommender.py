@@ -15,7 +15,7 @@ from torch import nn
 from recbole_mmssl import distributed
 from recbole_mmssl.data.dataloader import UserBatchDataLoader
 from recbole_mmssl.errors import InputError
-from recbole_mmssl.model.graphs import ADJACENCY_NORMS, one_sided_graphs, rownorm, training_edges
+from recbole_mmssl.model.graphs import ADJACENCY_NORMS, OperatorCache, one_sided_graphs, rownorm, training_edges
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss, generator_loss
 from recbole_mmssl.model.mmssl.generator import ModalityGraph, real_rows, relation_rows
 from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate
@@ -158,6 +158,7 @@ class MMSSL(MultiModalRecommender):
     def _init_graphs(self, dataset, adjacency_norm):
         """Training graph P, Q (spec §1.3), the GNN's graph (P, Q or LightGCN's symmetric
         normalisation) and the CSR arrays that give each batch its entries of R."""
+        self.operators = OperatorCache()  # CSR copies of the graphs for the forward pass's products
         users, items = training_edges(dataset, self.device)
         ones = torch.ones(len(users), device=self.device)
         self.train_p, self.train_q = one_sided_graphs(users, items, ones, self.n_users, self.n_items)
@@ -181,20 +182,23 @@ class MMSSL(MultiModalRecommender):
 
     def forward(self):
         """All users' and items' representations (spec §3), in the module's train/eval mode."""
+        graphs = self.operators
+        graphs.refresh([self.train_p, self.train_q, self.gnn_p, self.gnn_q,
+                        *(g for pair in self.modality_graph.graphs.values() for g in pair)])
         feat_user, feat_item, view_user, view_item = {}, {}, {}, {}
         for m in self.modalities:
             features = F.dropout(self.encoders[m](self.features(m)), self.feat_dropout, self.training)
-            feat_user[m] = torch.sparse.mm(self.train_p, features)
-            feat_item[m] = torch.sparse.mm(self.train_q, feat_user[m])
+            feat_user[m] = graphs[self.train_p] @ features
+            feat_item[m] = graphs[self.train_q] @ feat_user[m]
             graph_p, graph_q = self.modality_graph.graphs[m]
-            view_user[m] = torch.sparse.mm(graph_p, self.item_embedding.weight)
-            view_item[m] = torch.sparse.mm(graph_q, self.user_embedding.weight)
+            view_user[m] = graphs[graph_p] @ self.item_embedding.weight
+            view_item[m] = graphs[graph_q] @ self.user_embedding.weight
         fused_user = self.attention([view_user[m] for m in self.modalities])
         fused_item = self.attention([view_item[m] for m in self.modalities])
         users0 = self.user_embedding.weight + self.id_weight * rownorm(fused_user)
         items0 = self.item_embedding.weight + self.id_weight * rownorm(fused_item)
-        users, items = propagate(self.gnn_p, self.gnn_q, users0, items0, self.n_layers, self.last_layer_softmax,
-                                 self.alternating)
+        users, items = propagate(graphs[self.gnn_p], graphs[self.gnn_q], users0, items0, self.n_layers,
+                                 self.last_layer_softmax, self.alternating)
         users = users + self.mm_weight * sum(rownorm(feat_user[m]) for m in self.modalities)
         items = items + self.mm_weight * sum(rownorm(feat_item[m]) for m in self.modalities)
         return MMSSLOutput(users, items, feat_user, feat_item, view_user)
