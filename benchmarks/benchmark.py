@@ -149,8 +149,9 @@ def lightgcn_epoch(dataset, data_path, device, dataset_keys):
     return time.perf_counter() - start
 
 
-def measure(scale, device_name, precision, batches, data_path, discriminator="exact", steps_only=False):
-    """One configuration, in this process."""
+def measure(scale, device_name, precision, batches, data_path, discriminator="exact", steps_only=False,
+            full_epoch=False):
+    """One configuration, in this process; with ``full_epoch`` also one whole training epoch, timed."""
     from recbole_mmssl.config import Config
     from recbole_mmssl.quick_start import build_model, prepare_data
     from recbole_mmssl.utils import get_trainer
@@ -175,10 +176,16 @@ def measure(scale, device_name, precision, batches, data_path, discriminator="ex
                   timed(lambda: (model.train(False), trainer.evaluate(valid, load_best_model=False)), device, 1))
     floor = (timed(floor_program(model, train._batch_size, device, precision == "bf16"), device, batches)
              if discriminator == "exact" and not steps_only else None)
+    trained = None
+    if full_epoch:
+        start = time.perf_counter()
+        trainer._train_epoch(train, 0)
+        sync(device)
+        trained = time.perf_counter() - start
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     lightgcn = None if steps_only else lightgcn_epoch(info["dataset"], data_path, device, info["config"])
-    epoch = len(train) * (d_step + g_step) + (evaluation or 0)
+    epoch = (trained if full_epoch else len(train) * (d_step + g_step)) + (evaluation or 0)
     return {
         "scale": scale, "synthetic_features": info["synthetic"], "device": device_name,
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),
@@ -187,6 +194,7 @@ def measure(scale, device_name, precision, batches, data_path, discriminator="ex
         "discriminator": discriminator, "discriminator_parameters": sum(p.numel() for p in model.discriminator.parameters()),
         "d_step_s": d_step, "g_step_s": g_step, "batch_s": d_step + g_step, "floor_s": floor,
         "batch_over_floor": (d_step + g_step) / floor if floor else None, "eval_s": evaluation, "epoch_s": epoch,
+        "epoch_measured": full_epoch,
         "lightgcn_epoch_s": lightgcn, "epoch_over_lightgcn": epoch / lightgcn if lightgcn else None,
         "peak_memory_gb": peak / 1e9, "peak_memory_kind": "GPU allocated" if device.type == "cuda" else "process RSS",
     }
@@ -250,10 +258,10 @@ def catalog(scale, tmp):
     return synthetic_baby(tmp) if SCALES[scale]["synthetic"] else str(REPO / "dataset")
 
 
-def run_one(args, data_path, tmp, steps_only=False):
+def run_one(args, data_path, tmp, steps_only=False, full_epoch=False):
     """The JSON result of one measurement in a fresh process, or None (its error printed)."""
     cmd = [sys.executable, __file__, "--batches", str(args[0]), "--one", *args[1:], data_path,
-           *(["--steps_only"] if steps_only else [])]
+           *(["--steps_only"] if steps_only else []), *(["--full_epoch"] if full_epoch else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=dict(os.environ))
     if out.returncode != 0:
         print(f"{' '.join(args[1:])} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -282,8 +290,9 @@ def table(results):
             scale, r["device"], r["precision"], f"{r['discriminator']} ({r['discriminator_parameters']:,})",
             f"{r['d_step_s']:.3f}s", f"{r['g_step_s']:.3f}s", f"{r['batch_s']:.3f}s", *floor,
             f"{r['eval_s']:.2f}s" if r["eval_s"] is not None else "-",
-            f"{r['epoch_s']:.1f}s", *((f"{r['lightgcn_epoch_s']:.2f}s", f"{r['epoch_over_lightgcn']:.0f}")
-                                      if r["lightgcn_epoch_s"] else ("-", "-")),
+            f"{r['epoch_s']:.1f}s" + ("" if r.get("epoch_measured") else " (est.)"),
+            *((f"{r['lightgcn_epoch_s']:.2f}s", f"{r['epoch_over_lightgcn']:.0f}")
+              if r["lightgcn_epoch_s"] else ("-", "-")),
             f"{r['peak_memory_gb']:.2f}"]))
     return "\n".join(lines)
 
@@ -303,12 +312,15 @@ def main():
                         help="MMSSL's discriminator(s) to measure")
     parser.add_argument("--steps_only", action="store_true",
                         help="MMSSL: time the training steps only (no validation pass, floor or LightGCN)")
+    parser.add_argument("--full_epoch", action="store_true",
+                        help="MMSSL: also train one whole epoch and report its time (not an estimate) and peak memory")
     parser.add_argument("--one", nargs=6, metavar=("MODEL", "SCALE", "DEVICE", "PRECISION", "DISCRIMINATOR",
                                                    "DATA_PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         model, scale, device, precision, discriminator, data_path = args.one
-        result = (measure(scale, device, precision, args.batches, data_path, discriminator, args.steps_only)
+        result = (measure(scale, device, precision, args.batches, data_path, discriminator, args.steps_only,
+                          args.full_epoch)
                   if model == "MMSSL"
                   else measure_baseline(model, scale, device, data_path))
         print(json.dumps(result))
@@ -328,7 +340,7 @@ def main():
                                   f"{discriminator_gb(n_items):.0f} GB (weights, gradients, Adam moments)")
                             continue
                         result = run_one([str(args.batches), model, scale, device, precision, discriminator],
-                                         data_path, tmp, args.steps_only)
+                                         data_path, tmp, args.steps_only, args.full_epoch)
                         if result is None:
                             continue
                         kept, render = (mmssl, table) if model == "MMSSL" else (baselines, baseline_table)
