@@ -175,6 +175,8 @@ class CheckpointMixin:
 
         ``resume_file`` is a run's last-epoch checkpoint (``-last.pth``; the run goes on from the
         epoch after it) or its best checkpoint (the run goes on from the epoch after the best).
+        The best checkpoint is the one beside a last-epoch checkpoint, where there is one, so that
+        a run folder resumed after being copied never writes into the folder it was copied from.
         """
         resume_file = str(resume_file)
         checkpoint = load_checkpoint(resume_file, self.device)
@@ -184,7 +186,10 @@ class CheckpointMixin:
                 f"{checkpoint['config']['model']}, not {self.config['model']}."
             )
         best_file = checkpoint.get("best_model_file")
-        if not best_file or not os.path.isfile(best_file) or os.path.samefile(best_file, resume_file):
+        beside = resume_file[:-len("-last.pth")] + ".pth" if resume_file.endswith("-last.pth") else None
+        if beside and os.path.isfile(beside):
+            best_file = beside  # the run's own folder, also where it was copied or moved to since
+        elif not best_file or not os.path.isfile(best_file) or os.path.samefile(best_file, resume_file):
             best_file = resume_file
         self.saved_model_file = best_file
         self.start_epoch = checkpoint["epoch"] + 1

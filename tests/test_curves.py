@@ -76,6 +76,24 @@ def test_interrupted_run_resumes_from_its_last_epoch(toy_multimodal, in_tmp):
     assert len(resumed.epoch_records) == 4
 
 
+def test_a_copied_run_resumes_into_its_copy(toy_multimodal, in_tmp):
+    """A run folder copied while the run was interrupted writes on into the copy, not the original."""
+    import shutil
+
+    config, _, _ = toy_multimodal
+    first, train, valid = trainer_for(config, epochs=3, checkpoint_dir=str(in_tmp / "first"))
+    with pytest.raises(Interrupt):
+        first.fit(train, valid, saved=True, callback_fn=stop_after(0))
+    copy = shutil.copytree(in_tmp / "first", in_tmp / "copy")
+    original = {f: os.path.getmtime(in_tmp / "first" / f) for f in os.listdir(in_tmp / "first")}
+
+    resumed, train, valid = trainer_for(config, epochs=3, checkpoint_dir=str(in_tmp / "other"))
+    resumed.resume_checkpoint(copy / os.path.basename(first.last_checkpoint_file))
+    assert resumed.saved_model_file == str(copy / os.path.basename(first.saved_model_file))
+    resumed.fit(train, valid, saved=True)
+    assert {f: os.path.getmtime(in_tmp / "first" / f) for f in os.listdir(in_tmp / "first")} == original
+
+
 def test_a_stopped_run_is_not_trained_again(toy_multimodal, in_tmp, monkeypatch):
     """Early stopping marks the best checkpoint stopped; resumed from it, the run returns its best
     result without training, and can still be evaluated with RecBole's item-count metrics."""
