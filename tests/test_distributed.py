@@ -2,13 +2,15 @@
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import base_config, toy_splits, write_dataset
+from conftest import REPO, base_config, toy_splits, write_dataset
 from recbole_mmssl import distributed
 from recbole_mmssl.errors import InputError
 
@@ -153,3 +155,18 @@ def _bad_input(local_rank, settings):
 def test_an_input_error_in_a_process_reaches_the_caller_as_one(tmp_path):
     with pytest.raises(InputError, match="toy.image.npy has 3 rows"):
         distributed.spawn(_bad_input, 2, port=free_port())
+
+
+def test_the_run_script_trains_in_two_processes(tmp_path):
+    """`run_recbole_mmssl.py --nproc=2`: one log line on the split, one checkpoint, the test result."""
+    import yaml
+
+    config = {**toy(tmp_path), "state": "INFO", "epochs": 1}
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(config))
+    out = subprocess.run([sys.executable, str(REPO / "run_recbole_mmssl.py"), "--config_files=toy.yaml", "--nproc=2",
+                          f"--port={free_port()}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = out.stdout + out.stderr
+    assert "Distributed training: 2 processes, gloo on cpu; each batch of 15 users is split into 8 + 7 users" in log
+    assert log.count("test result") == 1
+    assert len(list((tmp_path / "saved").glob("MMSSL-*.pth"))) == 1
