@@ -75,11 +75,6 @@ def init_process_group(config):
         config["verbose"] = False
 
 
-def describe():
-    """One line on the process group, for the log."""
-    return f"{world_size()} processes, {dist.get_backend()} on {'cuda' if dist.get_backend() == 'nccl' else 'cpu'}"
-
-
 def share_sizes(n):
     """The rows of each rank's :func:`shard` of ``n`` rows (they differ by at most one)."""
     return [len(part) for part in torch.arange(n).tensor_split(world_size())]
@@ -133,8 +128,8 @@ def sum_over_ranks(tensor):
     return tensor
 
 
-def _padded_gather(tensor):
-    """Every rank's ``tensor`` (rows may differ by rank), padded to equal rows, and the row counts."""
+def _gather_rows(tensor):
+    """Every rank's rows of ``tensor`` (their number may differ by rank) in rank order, and the counts."""
     counts = torch.zeros(world_size(), dtype=torch.long, device=tensor.device)
     counts[rank()] = len(tensor)
     dist.all_reduce(counts)
@@ -143,7 +138,7 @@ def _padded_gather(tensor):
     padded[:len(tensor)] = tensor
     parts = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(parts, padded.contiguous())
-    return parts, counts
+    return torch.cat([part[:count] for part, count in zip(parts, counts)]), counts
 
 
 class _Gather(torch.autograd.Function):
@@ -151,9 +146,8 @@ class _Gather(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor):
-        parts, counts = _padded_gather(tensor)
-        ctx.counts = counts
-        return torch.cat([part[:count] for part, count in zip(parts, counts)])
+        rows, ctx.counts = _gather_rows(tensor)
+        return rows
 
     @staticmethod
     def backward(ctx, grad):
@@ -172,8 +166,7 @@ def gather_pairs(users, tops):
     """Every rank's (users, top-k columns) rows, in rank order, without autograd."""
     if not active():
         return users, tops
-    parts, counts = _padded_gather(torch.cat([users.unsqueeze(1), tops], dim=1))
-    rows = torch.cat([part[:count] for part, count in zip(parts, counts)])
+    rows, _ = _gather_rows(torch.cat([users.unsqueeze(1), tops], dim=1))
     return rows[:, 0], rows[:, 1:]
 
 
@@ -220,8 +213,10 @@ def _run_worker(local_rank, worker, settings, queue, args):
             dist.destroy_process_group()
 
 
-def log_split(batch_size, extra=""):
+def log_split(batch_size):
     """Say in the log how a batch's work is split over the ranks."""
-    getLogger().info(f"Distributed training: {describe()}; each batch of {batch_size} users is split into "
+    backend = dist.get_backend()
+    getLogger().info(f"Distributed training: {world_size()} processes, {backend} on "
+                     f"{'cuda' if backend == 'nccl' else 'cpu'}; each batch of {batch_size} users is split into "
                      f"{' + '.join(map(str, share_sizes(batch_size)))} users by rank; the gradients of both "
-                     f"optimizers are summed over the ranks; evaluation and checkpoints on rank 0{extra}.")
+                     "optimizers are summed over the ranks; evaluation and checkpoints on rank 0.")
