@@ -150,8 +150,10 @@ def lightgcn_epoch(dataset, data_path, device, dataset_keys):
 
 
 def measure(scale, device_name, precision, batches, data_path, discriminator="exact", steps_only=False,
-            full_epoch=False):
-    """One configuration, in this process; with ``full_epoch`` also one whole training epoch, timed."""
+            full_epoch=False, shared_forward=False):
+    """One configuration, in this process; with ``full_epoch`` also one whole training epoch, timed.
+    With ``shared_forward`` the recommender step is timed as (both steps) - (discriminator step),
+    since it reuses the discriminator step's forward."""
     from recbole_mmssl.config import Config
     from recbole_mmssl.quick_start import build_model, prepare_data
     from recbole_mmssl.utils import get_trainer
@@ -160,7 +162,7 @@ def measure(scale, device_name, precision, batches, data_path, discriminator="ex
     info = scale_info(scale)
     config = Config(model="MMSSL", dataset=info["dataset"], config_dict={
         "state": "ERROR", "show_progress": False, "data_path": data_path, **info["config"],
-        "discriminator": discriminator,
+        "discriminator": discriminator, "shared_forward": shared_forward,
         "gpu_id": "0" if device.type == "cuda" else "", "mixed_precision": "bf16" if precision == "bf16" else None})
     _, (train, valid, _) = prepare_data(config)
     model = build_model(config, train)
@@ -171,7 +173,11 @@ def measure(scale, device_name, precision, batches, data_path, discriminator="ex
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     d_step = timed(lambda: trainer._discriminator_step(batch), device, batches)
-    g_step = timed(lambda: trainer._recommender_step(batch), device, batches)
+    if shared_forward:
+        g_step = timed(lambda: (trainer._discriminator_step(batch), trainer._recommender_step(batch)),
+                       device, batches) - d_step
+    else:
+        g_step = timed(lambda: trainer._recommender_step(batch), device, batches)
     evaluation = (None if steps_only else
                   timed(lambda: (model.train(False), trainer.evaluate(valid, load_best_model=False)), device, 1))
     floor = (timed(floor_program(model, train._batch_size, device, precision == "bf16"), device, batches)
@@ -191,7 +197,7 @@ def measure(scale, device_name, precision, batches, data_path, discriminator="ex
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),
         "precision": precision, "threads": torch.get_num_threads(), "users": model.n_users - 1,
         "items": model.n_real_items, "batches_per_epoch": len(train), "batch_users": train._batch_size,
-        "discriminator": discriminator, "discriminator_parameters": sum(p.numel() for p in model.discriminator.parameters()),
+        "discriminator": discriminator, "shared_forward": shared_forward, "discriminator_parameters": sum(p.numel() for p in model.discriminator.parameters()),
         "d_step_s": d_step, "g_step_s": g_step, "batch_s": d_step + g_step, "floor_s": floor,
         "batch_over_floor": (d_step + g_step) / floor if floor else None, "eval_s": evaluation, "epoch_s": epoch,
         "epoch_measured": full_epoch,
@@ -258,10 +264,9 @@ def catalog(scale, tmp):
     return synthetic_baby(tmp) if SCALES[scale]["synthetic"] else str(REPO / "dataset")
 
 
-def run_one(args, data_path, tmp, steps_only=False, full_epoch=False):
+def run_one(args, data_path, tmp, flags=()):
     """The JSON result of one measurement in a fresh process, or None (its error printed)."""
-    cmd = [sys.executable, __file__, "--batches", str(args[0]), "--one", *args[1:], data_path,
-           *(["--steps_only"] if steps_only else []), *(["--full_epoch"] if full_epoch else [])]
+    cmd = [sys.executable, __file__, "--batches", str(args[0]), "--one", *args[1:], data_path, *flags]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=dict(os.environ))
     if out.returncode != 0:
         print(f"{' '.join(args[1:])} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
@@ -287,7 +292,7 @@ def table(results):
         scale = r["scale"] + (" (synthetic features)" if r["synthetic_features"] else "")
         floor = (f"{r['floor_s']:.3f}s", f"{r['batch_over_floor']:.2f}") if r["floor_s"] else ("-", "-")
         lines.append(" | ".join([
-            scale, r["device"], r["precision"], f"{r['discriminator']} ({r['discriminator_parameters']:,})",
+            scale, r["device"], r["precision"], f"{r['discriminator']} ({r['discriminator_parameters']:,})" + (", shared forward" if r.get("shared_forward") else ""),
             f"{r['d_step_s']:.3f}s", f"{r['g_step_s']:.3f}s", f"{r['batch_s']:.3f}s", *floor,
             f"{r['eval_s']:.2f}s" if r["eval_s"] is not None else "-",
             f"{r['epoch_s']:.1f}s" + ("" if r.get("epoch_measured") else " (est.)"),
@@ -314,13 +319,15 @@ def main():
                         help="MMSSL: time the training steps only (no validation pass, floor or LightGCN)")
     parser.add_argument("--full_epoch", action="store_true",
                         help="MMSSL: also train one whole epoch and report its time (not an estimate) and peak memory")
+    parser.add_argument("--shared_forward", action="store_true",
+                        help="MMSSL: one recommender forward per batch for both steps (config key shared_forward)")
     parser.add_argument("--one", nargs=6, metavar=("MODEL", "SCALE", "DEVICE", "PRECISION", "DISCRIMINATOR",
                                                    "DATA_PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         model, scale, device, precision, discriminator, data_path = args.one
         result = (measure(scale, device, precision, args.batches, data_path, discriminator, args.steps_only,
-                          args.full_epoch)
+                          args.full_epoch, args.shared_forward)
                   if model == "MMSSL"
                   else measure_baseline(model, scale, device, data_path))
         print(json.dumps(result))
@@ -340,7 +347,8 @@ def main():
                                   f"{discriminator_gb(n_items):.0f} GB (weights, gradients, Adam moments)")
                             continue
                         result = run_one([str(args.batches), model, scale, device, precision, discriminator],
-                                         data_path, tmp, args.steps_only, args.full_epoch)
+                                         data_path, tmp, [f"--{flag}" for flag in ("steps_only", "full_epoch", "shared_forward")
+                                                          if getattr(args, flag)])
                         if result is None:
                             continue
                         kept, render = (mmssl, table) if model == "MMSSL" else (baselines, baseline_table)

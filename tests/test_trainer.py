@@ -469,3 +469,74 @@ def test_every_trainer_applies_the_learning_rate_decay_and_the_pre_epoch_hook(to
     assert graphs[0].shape[1] == graphs[1].shape[1] == 2 * int(n_edges * 0.25)  # both directions of the kept edges
     assert not torch.equal(graphs[0], graphs[1])  # drawn again each epoch
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(config.get("learning_rate", 1e-3))
+
+
+def _train_batches(config, n_batches, **overrides):
+    """Seeded model and trainer after ``n_batches`` discriminator + recommender steps; also returns
+    the losses of every step and how many forward passes ran."""
+    torch.manual_seed(0)
+    _, (train, _, _), model, trainer = mmssl(config, **overrides)
+    model.train()
+    model.start_epoch()
+    forwards = []
+    original = model.forward
+    model.forward = lambda: forwards.append(1) or original()
+    losses = []
+    for batch in itertools.islice(train, n_batches):
+        losses.append(trainer._discriminator_step(batch)[0])
+        losses.extend(trainer._recommender_step(batch)[0])
+    return model, torch.stack(losses), len(forwards)
+
+
+def test_shared_forward_trains_exactly_as_two_forwards_without_dropout(toy_multimodal, in_tmp):
+    """Without dropout the two steps' forwards are the same function of the same parameters, so
+    sharing one changes nothing but the number of forwards (exact discriminator)."""
+    config, _, _ = toy_multimodal
+    keys = {"feat_dropout": 0.0, "d_dropout": [0.0, 0.0], "graph_topk_rate": 0.05}
+    separate, separate_losses, separate_forwards = _train_batches(config, 3, **keys)
+    shared, shared_losses, shared_forwards = _train_batches(config, 3, shared_forward=True, **keys)
+    assert (separate_forwards, shared_forwards) == (6, 3)
+    torch.testing.assert_close(shared_losses, separate_losses, rtol=1e-5, atol=1e-7)
+    for (name, a), b in zip(separate.named_parameters(), shared.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7, msg=name)
+    assert all(torch.equal(shared.modality_graph.graphs[m][0].to_dense(), separate.modality_graph.graphs[m][0].to_dense())
+               for m in shared.modalities)
+
+
+def test_shared_forward_gives_the_critic_the_discriminator_steps_columns(toy_multimodal, in_tmp):
+    """Sampled critic: the recommender step's generator loss reads the discriminator step's column
+    sets, at values computed here from the dense relation rows of spec §4."""
+    from recbole_mmssl.model.mmssl.generator import relation_rows
+
+    config, _, _ = toy_multimodal
+    keys = {"discriminator": "sampled", "graph_topk_rate": 0.05, "critic_random_items": 8, "feat_dropout": 0.0}
+    torch.manual_seed(0)
+    _, (train, _, _), separate, _ = mmssl(config, **keys)
+    torch.manual_seed(0)
+    _, _, model, _ = mmssl(config, shared_forward=True, **keys)
+    batch = next(iter(train))
+    for m in (separate, model):
+        m.train()
+        m.start_epoch()
+    torch.manual_seed(1)
+    separate_d = separate.discriminator_loss(batch)
+    torch.manual_seed(1)
+    shared_d = model.discriminator_loss(batch)
+    torch.testing.assert_close(shared_d, separate_d)  # the same forward and columns, so the same critic loss
+    picked, out = model._shared["picked"], model._shared["out"]
+    users = batch[model.USER_ID]
+    entries = model.train_entries(users)
+    assert all(picked["graph_tops"][m].shape == (len(users), model.modality_graph.k) for m in model.modalities)
+
+    with torch.no_grad():
+        fake = torch.cat([relation_rows(out.feat_user[m][users], out.feat_item[m][1:], entries)
+                          .gather(1, picked["columns"]) for m in model.modalities])
+        n = len(model.modalities)
+        columns = model.discriminator.embed(out.item[1:], picked["columns"].repeat(n, 1), picked["kinds"].repeat(n, 1))
+        expected = -model.discriminator(fake, columns).mean()
+    losses = model.calculate_loss(batch)
+    assert model._shared is None
+    torch.testing.assert_close(losses[-1], model.g_weight * expected, rtol=1e-5, atol=0)
+    separate_losses = separate.calculate_loss(batch)
+    for a, b in zip(losses[:3], separate_losses[:3]):  # bpr and the regularisers see the same forward
+        torch.testing.assert_close(a, b)

@@ -90,6 +90,8 @@ class MMSSL(MultiModalRecommender):
         self.graph_update = switches["graph_update"]
         self.last_layer_softmax = config["last_layer_softmax"]
         self.alternating = config["propagation"] == "alternating"
+        self.shared_forward = config["shared_forward"]
+        self._shared = None  # the discriminator step's batch, forward output and critic columns (shared_forward)
         self._check_choices(config, switches)
 
         self.n_real_items = self.n_items - 1  # internal item 0 is RecBole's padding
@@ -215,14 +217,18 @@ class MMSSL(MultiModalRecommender):
         """
         users = interaction[self.USER_ID]
         b, n_modalities = len(users), len(self.modalities)
+        entries = self.train_entries(users)
+        out = self._discriminator_forward(interaction)
         if self.sampled:
+            graph_k = self.modality_graph.k if self.shared_forward and self.modality_graph.needs_batch_rows() else None
             with torch.no_grad():
-                critic_in = self._critic_inputs(self.forward(), users, self.train_entries(users))
+                picked = self._critic_columns(out, users, entries, graph_k)
+                critic_in = self._critic_inputs(out, users, entries, picked)
+            if self.shared_forward:
+                self._shared["picked"] = picked
             return set_critic_loss(self.discriminator, critic_in["real"].repeat(n_modalities, 1), critic_in["fake"],
                                    critic_in["items"], critic_in["columns"], critic_in["kinds"], self.gp_weight)
         with torch.no_grad():
-            out = self.forward()
-            entries = self.train_entries(users)
             fake = out.user.new_empty(n_modalities * b, self.n_real_items)
             for j, m in enumerate(self.modalities):
                 relation_rows(out.feat_user[m][users], out.feat_item[m][1:], entries, out=fake[j * b:(j + 1) * b])
@@ -239,7 +245,7 @@ class MMSSL(MultiModalRecommender):
         """
         users = interaction[self.USER_ID]
         pos, neg = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
-        out = self.forward()
+        out, picked = self._recommender_forward(interaction)
         u, p, n = out.user[users], out.item[pos], out.item[neg]
         bpr = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
         emb_reg = self.emb_reg_weight * 0.5 * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / len(users)
@@ -255,10 +261,14 @@ class MMSSL(MultiModalRecommender):
         generator, tops = zero, None
         graph_k = self.modality_graph.k if self.modality_graph.needs_batch_rows() else None
         if self.use_adversarial and self.sampled:
-            critic_in = self._critic_inputs(out, users, self.train_entries(users), graph_k, with_real=False)
+            entries = self.train_entries(users)
+            if picked is None:
+                with torch.no_grad():
+                    picked = self._critic_columns(out, users, entries, graph_k)
+            critic_in = self._critic_inputs(out, users, entries, picked, with_real=False)
             columns = self.discriminator.embed(critic_in["items"], critic_in["columns"], critic_in["kinds"])
             generator = -self.discriminator(critic_in["fake"], columns).mean()
-            tops = critic_in["graph_tops"]
+            tops = picked["graph_tops"]
         elif self.use_adversarial:
             rows = self.modality_rows(out, users, self.train_entries(users))
             generator = generator_loss(self.discriminator, torch.cat(list(rows.values())))
@@ -269,6 +279,26 @@ class MMSSL(MultiModalRecommender):
             users, tops = self._gathered_tops(users, tops)
         self.modality_graph.after_batch(users, tops, lambda m, k: self._all_user_tops(out, m, k))
         return bpr, emb_reg, feat_reg, self.cl_weight * contrastive, self.g_weight * generator
+
+    def _discriminator_forward(self, interaction):
+        """The forward output that the discriminator step reads, without gradients. With
+        ``shared_forward`` the forward keeps its autograd graph for this batch's recommender step."""
+        if not self.shared_forward:
+            with torch.no_grad():
+                return self.forward()
+        out = self.forward()
+        self._shared = {"batch": interaction, "out": out, "picked": None}
+        return MMSSLOutput(*(t.detach() if torch.is_tensor(t) else {m: v.detach() for m, v in t.items()}
+                             for t in out))
+
+    def _recommender_forward(self, interaction):
+        """The recommender step's forward output and sampled critic columns: those of this batch's
+        discriminator step with ``shared_forward`` (the recommender's parameters have not changed
+        since), else a new forward and no columns."""
+        shared, self._shared = self._shared, None
+        if shared is not None and shared["batch"] is interaction:
+            return shared["out"], shared["picked"]
+        return self.forward(), None
 
     def contrastive_loss(self, anchors, positives):
         """InfoNCE of spec §9: anchor b against its final embedding, negatives from both views
@@ -326,24 +356,32 @@ class MMSSL(MultiModalRecommender):
             blocks = [distributed.gather_pairs(torch.cat(chunks), torch.cat(tops))]
         yield from blocks
 
-    def _critic_inputs(self, out, users, entries, graph_k=None, with_real=True):
-        """What the sampled critic reads for this batch (module docstring of ``sampled``): the
-        fake rows' values at each user's columns (modalities stacked; differentiable where
-        autograd is on), the real rows' values (``with_real``; the generator loss needs none),
-        the item vectors, the columns and their kinds, and, with ``graph_k``, each modality's
-        top-k columns for the modality graph."""
+    def _critic_columns(self, out, users, entries, graph_k=None):
+        """Each batch user's column set for the sampled critic (module docstring of ``sampled``):
+        the columns, their kinds, which are training items, and, with ``graph_k``, each modality's
+        top-k columns for the modality graph (found in the same block-wise pass)."""
         n_train, n_top, n_random = self.critic_items
-        b, items = len(users), self.n_real_items
-        with torch.no_grad():
-            ui_user, ui_item = out.user[users], out.item[1:]
-            tops = [blockwise_topk(ui_user, ui_item, entries, n_top)]
-            graph_tops = {}
-            for m in self.modalities:
-                top = blockwise_topk(out.feat_user[m][users], out.feat_item[m][1:], entries, max(n_top, graph_k or 0))
-                tops.append(top[:, :n_top])
-                graph_tops[m] = top[:, :graph_k] if graph_k is not None else None
-            columns, kinds, observed = critic_columns(entries, b, items, n_train, tops, n_random)
-            real = self._real_values(ui_user, ui_item, entries, columns, observed) if with_real else None
+        tops = [blockwise_topk(out.user[users], out.item[1:], entries, n_top)]
+        graph_tops = {}
+        for m in self.modalities:
+            top = blockwise_topk(out.feat_user[m][users], out.feat_item[m][1:], entries, max(n_top, graph_k or 0))
+            tops.append(top[:, :n_top])
+            graph_tops[m] = top[:, :graph_k]
+        columns, kinds, observed = critic_columns(entries, len(users), self.n_real_items, n_train, tops, n_random)
+        return {"columns": columns, "kinds": kinds, "observed": observed,
+                "graph_tops": graph_tops if graph_k is not None else None}
+
+    def _critic_inputs(self, out, users, entries, picked, with_real=True):
+        """What the sampled critic reads at the ``picked`` columns (:meth:`_critic_columns`): the
+        fake rows' values (modalities stacked; differentiable where autograd is on), the real
+        rows' values (``with_real``; the generator loss needs none), the item vectors, and the
+        columns and their kinds repeated per modality."""
+        columns, kinds, observed = picked["columns"], picked["kinds"], picked["observed"]
+        ui_user, ui_item = out.user[users], out.item[1:]
+        real = None
+        if with_real:
+            with torch.no_grad():
+                real = self._real_values(ui_user, ui_item, entries, columns, observed)
         fake = []
         for m in self.modalities:
             user_rows, item_rows = out.feat_user[m][users], out.feat_item[m][1:]
@@ -351,7 +389,7 @@ class MMSSL(MultiModalRecommender):
             fake.append(relation_values(user_rows, item_rows, columns, observed, norms))
         n_modalities = len(self.modalities)
         return {"fake": torch.cat(fake), "real": real, "items": ui_item.detach(), "columns": columns.repeat(n_modalities, 1),
-                "kinds": kinds.repeat(n_modalities, 1), "graph_tops": graph_tops if graph_k is not None else None}
+                "kinds": kinds.repeat(n_modalities, 1)}
 
     def _real_values(self, ui_user, ui_item, entries, columns, observed):
         """The real rows (spec §5) at the columns, from the final embeddings' relation rows."""
