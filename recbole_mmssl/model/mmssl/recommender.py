@@ -220,7 +220,7 @@ class MMSSL(MultiModalRecommender):
         entries = self.train_entries(users)
         out = self._discriminator_forward(interaction)
         if self.sampled:
-            graph_k = self.modality_graph.k if self.shared_forward and self.modality_graph.needs_batch_rows() else None
+            graph_k = self._batch_graph_k() if self.shared_forward else None  # for the recommender step
             with torch.no_grad():
                 picked = self._critic_columns(out, users, entries, graph_k)
                 critic_in = self._critic_inputs(out, users, entries, picked)
@@ -259,7 +259,7 @@ class MMSSL(MultiModalRecommender):
         if self.use_contrastive:
             contrastive = sum(self.contrastive_loss(out.view_user[m][users], u) for m in self.modalities)
         generator, tops = zero, None
-        graph_k = self.modality_graph.k if self.modality_graph.needs_batch_rows() else None
+        graph_k = self._batch_graph_k()
         if self.use_adversarial and self.sampled:
             entries = self.train_entries(users)
             if picked is None:
@@ -279,6 +279,10 @@ class MMSSL(MultiModalRecommender):
             users, tops = self._gathered_tops(users, tops)
         self.modality_graph.after_batch(users, tops, lambda m, k: self._all_user_tops(out, m, k))
         return bpr, emb_reg, feat_reg, self.cl_weight * contrastive, self.g_weight * generator
+
+    def _batch_graph_k(self):
+        """k where this batch's top-k columns feed the modality graphs (spec §8), else None."""
+        return self.modality_graph.k if self.modality_graph.needs_batch_rows() else None
 
     def _discriminator_forward(self, interaction):
         """The forward output that the discriminator step reads, without gradients. With
