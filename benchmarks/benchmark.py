@@ -274,6 +274,12 @@ def run_one(args, data_path, tmp, flags=()):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def native_precisions(device):
+    """fp32, plus bf16 where ``device`` has it in hardware (emulated bf16 would only measure the emulation)."""
+    native = device.startswith("cuda") or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return ["fp32", "bf16"] if native else ["fp32"]
+
+
 def cpu_name():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -310,7 +316,8 @@ def main():
                         help="synthetic catalogs of these sizes (10000, 100000, 1000000), instead of --scales")
     parser.add_argument("--max_gb", type=float, default=memory_gb(), help="skip what would not fit (default: RAM)")
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
+                        help="default: fp32, and bf16 where the device computes it natively (a GPU, a CPU with AVX-512 BF16)")
     parser.add_argument("--batches", type=int, default=3, help="timed repetitions per step (median)")
     parser.add_argument("--out", default="benchmark_results.json")
     parser.add_argument("--discriminator", nargs="+", default=["exact"], choices=["exact", "sampled"],
@@ -339,7 +346,8 @@ def main():
             for device in args.devices:
                 for model in args.models:
                     n_items = int(scale.split("-")[1]) if scale.startswith("synthetic-") else 0
-                    runs = ([(p, d) for p in args.precisions for d in args.discriminator] if model == "MMSSL"
+                    precisions = args.precisions or native_precisions(device)
+                    runs = ([(p, d) for p in precisions for d in args.discriminator] if model == "MMSSL"
                             else [("fp32", "exact")])
                     for precision, discriminator in runs:
                         if model == "MMSSL" and discriminator == "exact" and discriminator_gb(n_items) > args.max_gb:
