@@ -98,14 +98,15 @@ def train_ranks(tmp_path, config, nproc, world_size=-1):
     return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(max(nproc, world_size))]
 
 
-@pytest.mark.parametrize("critic, graph_update", [("exact", "batch"), ("sampled", "full")])
+@pytest.mark.parametrize("critic, graph_update, shared_forward",
+                         [("exact", "batch", False), ("sampled", "full", False), ("sampled", "batch", True)])
 def test_two_ranks_end_identical_and_their_checkpoint_reloads_in_one_process(tmp_path, critic, graph_update,
-                                                                             monkeypatch):
+                                                                             shared_forward, monkeypatch):
     from recbole_mmssl.quick_start import load_data_and_model
     from recbole_mmssl.utils import get_trainer
 
     monkeypatch.chdir(tmp_path)
-    config = {**toy(tmp_path), "discriminator": critic, "graph_update": graph_update}
+    config = {**toy(tmp_path), "discriminator": critic, "graph_update": graph_update, "shared_forward": shared_forward}
     out, (rank0, rank1) = train_ranks(tmp_path, config, 2)
     for name, value in rank0["state"].items():
         assert torch.equal(value, rank1["state"][name]), name
