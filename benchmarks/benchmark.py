@@ -197,7 +197,8 @@ def measure(scale, device_name, precision, batches, data_path, discriminator="ex
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else cpu_name(),
         "precision": precision, "threads": torch.get_num_threads(), "users": model.n_users - 1,
         "items": model.n_real_items, "batches_per_epoch": len(train), "batch_users": train._batch_size,
-        "discriminator": discriminator, "shared_forward": shared_forward, "discriminator_parameters": sum(p.numel() for p in model.discriminator.parameters()),
+        "discriminator": discriminator, "shared_forward": shared_forward,
+        "discriminator_parameters": sum(p.numel() for p in model.discriminator.parameters()),
         "d_step_s": d_step, "g_step_s": g_step, "batch_s": d_step + g_step, "floor_s": floor,
         "batch_over_floor": (d_step + g_step) / floor if floor else None, "eval_s": evaluation, "epoch_s": epoch,
         "epoch_measured": full_epoch,
@@ -297,8 +298,10 @@ def table(results):
     for r in results:
         scale = r["scale"] + (" (synthetic features)" if r["synthetic_features"] else "")
         floor = (f"{r['floor_s']:.3f}s", f"{r['batch_over_floor']:.2f}") if r["floor_s"] else ("-", "-")
+        critic = f"{r['discriminator']} ({r['discriminator_parameters']:,})" + (
+            ", shared forward" if r.get("shared_forward") else "")
         lines.append(" | ".join([
-            scale, r["device"], r["precision"], f"{r['discriminator']} ({r['discriminator_parameters']:,})" + (", shared forward" if r.get("shared_forward") else ""),
+            scale, r["device"], r["precision"], critic,
             f"{r['d_step_s']:.3f}s", f"{r['g_step_s']:.3f}s", f"{r['batch_s']:.3f}s", *floor,
             f"{r['eval_s']:.2f}s" if r["eval_s"] is not None else "-",
             f"{r['epoch_s']:.1f}s" + ("" if r.get("epoch_measured") else " (est.)"),
@@ -354,9 +357,10 @@ def main():
                             print(f"{model} {scale}: exact skipped, its discriminator alone needs "
                                   f"{discriminator_gb(n_items):.0f} GB (weights, gradients, Adam moments)")
                             continue
+                        flags = [f"--{flag}" for flag in ("steps_only", "full_epoch", "shared_forward")
+                                 if getattr(args, flag)]
                         result = run_one([str(args.batches), model, scale, device, precision, discriminator],
-                                         data_path, tmp, [f"--{flag}" for flag in ("steps_only", "full_epoch", "shared_forward")
-                                                          if getattr(args, flag)])
+                                         data_path, tmp, flags)
                         if result is None:
                             continue
                         kept, render = (mmssl, table) if model == "MMSSL" else (baselines, baseline_table)

@@ -499,8 +499,9 @@ def test_shared_forward_trains_exactly_as_two_forwards_without_dropout(toy_multi
     torch.testing.assert_close(shared_losses, separate_losses, rtol=1e-5, atol=1e-7)
     for (name, a), b in zip(separate.named_parameters(), shared.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7, msg=name)
-    assert all(torch.equal(shared.modality_graph.graphs[m][0].to_dense(), separate.modality_graph.graphs[m][0].to_dense())
-               for m in shared.modalities)
+    for m in shared.modalities:
+        graph, expected = shared.modality_graph.graphs[m][0], separate.modality_graph.graphs[m][0]
+        assert torch.equal(graph.to_dense(), expected.to_dense())
 
 
 def test_shared_forward_gives_the_critic_the_discriminator_steps_columns(toy_multimodal, in_tmp):

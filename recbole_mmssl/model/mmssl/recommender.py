@@ -366,14 +366,14 @@ class MMSSL(MultiModalRecommender):
         top-k columns for the modality graph (found in the same block-wise pass)."""
         n_train, n_top, n_random = self.critic_items
         tops = [blockwise_topk(out.user[users], out.item[1:], entries, n_top)]
-        graph_tops = {}
+        graph_tops = None if graph_k is None else {}
         for m in self.modalities:
             top = blockwise_topk(out.feat_user[m][users], out.feat_item[m][1:], entries, max(n_top, graph_k or 0))
             tops.append(top[:, :n_top])
-            graph_tops[m] = top[:, :graph_k]
+            if graph_k is not None:
+                graph_tops[m] = top[:, :graph_k]
         columns, kinds, observed = critic_columns(entries, len(users), self.n_real_items, n_train, tops, n_random)
-        return {"columns": columns, "kinds": kinds, "observed": observed,
-                "graph_tops": graph_tops if graph_k is not None else None}
+        return {"columns": columns, "kinds": kinds, "observed": observed, "graph_tops": graph_tops}
 
     def _critic_inputs(self, out, users, entries, picked, with_real=True):
         """What the sampled critic reads at the ``picked`` columns (:meth:`_critic_columns`): the
