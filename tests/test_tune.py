@@ -209,7 +209,11 @@ def test_search_on_a_started_head_node(tmp_path):
 
 
 def test_interrupted_search_resumes(tmp_path):
-    """SIGINT after the first trial has finished; --resume runs the rest without repeating it."""
+    """SIGINT once the second trial has reported; --resume runs the rest without repeating the first.
+
+    The first trial writes its final result before Ray records it as terminated, so the signal waits
+    for the second trial (one runs at a time): by then the first is terminated in the saved state.
+    """
     import signal
     import time
 
@@ -230,9 +234,11 @@ def test_interrupted_search_resumes(tmp_path):
     while time.time() < deadline and first is None:
         time.sleep(0.5)
         assert search.poll() is None, search.communicate()[0][-3000:]
-        finished = [p for p in experiment.glob("*/result.json") if '"finished": true' in p.read_text()]
-        first = finished[0] if finished else None
-    assert first is not None, "the first trial did not finish in time"
+        results = sorted((p for p in experiment.glob("*/result.json") if p.read_text().strip()),
+                         key=lambda p: p.parent.name)  # trial directories are numbered in order
+        if len(results) >= 2 and '"finished": true' in results[0].read_text():
+            first = results[0]
+    assert first is not None, "the first trial did not finish, or the second did not start, in time"
     search.send_signal(signal.SIGINT)
     search.communicate(timeout=240)
     lines_before = first.read_text().count("\n")
