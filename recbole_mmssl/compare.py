@@ -143,7 +143,7 @@ def result_of_checkpoint(path, label=None):
     """The result and per-user test scores of an already finished run, from its best checkpoint."""
     from recbole.utils import init_logger
 
-    from recbole_mmssl.compat import load_checkpoint
+    from recbole_mmssl.checkpoint import load_checkpoint
     from recbole_mmssl.quick_start import load_data_and_model
     from recbole_mmssl.rankings import collect_rankings, per_user_metrics
     from recbole_mmssl.utils import get_trainer

@@ -8,8 +8,8 @@
 * RecBole 1.2.1's evaluation collector calls ``.cpu()`` on non-tensor data, which breaks its
   own ItemCoverage, AveragePopularity, GiniIndex and TailPercentage metrics.
 * torch >= 2.6 loads with ``weights_only=True``; RecBole's checkpoints hold the pickled
-  ``Config``, so its reload paths fail. Checkpoints written by this package's trainers are
-  loaded with :func:`load_checkpoint`, which trusts them explicitly.
+  ``Config``, so its reload paths fail. The plugin's trainers write and read checkpoints of
+  :mod:`recbole_mmssl.checkpoint`'s format instead, which open under ``weights_only=True``.
 """
 
 import os
@@ -17,6 +17,8 @@ import os
 import numpy as np
 import torch
 
+from recbole_mmssl.checkpoint import (config_values, decode_other, encode_other, load_checkpoint, metrics, plain,
+                                      save_checkpoint)
 from recbole_mmssl.errors import InputError
 
 _NUMPY_ALIASES = {
@@ -82,16 +84,9 @@ def install_collector_fix():
     Collector.get_data_struct = get_data_struct
 
 
-def load_checkpoint(path, map_location=None):
-    """Load a checkpoint written by this package (it holds a pickled ``Config``).
-
-    Only call this on files this package or RecBole wrote: unpickling runs code.
-    """
-    return torch.load(str(path), map_location=map_location, weights_only=False)
-
-
 class CheckpointMixin:
-    """Trainer mixin that reloads RecBole checkpoints on torch >= 2.6 and makes runs resumable.
+    """Trainer mixin that writes and reloads checkpoints of :mod:`recbole_mmssl.checkpoint`'s format
+    (they open with ``weights_only=True``) and makes runs resumable.
 
     Beside RecBole's fields a checkpoint keeps the best validation result so far and its epoch.
     With ``saved`` the trainer also writes, after every evaluated epoch, the state of that epoch
@@ -118,31 +113,29 @@ class CheckpointMixin:
         The best result and epoch default to this epoch's: a checkpoint of the best epoch.
         """
         return {
-            "config": self.config,
+            "config": config_values(self.config),
             "epoch": epoch,
             "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
-            "best_valid_result": self._last_valid_result if best_valid_result is None else best_valid_result,
+            "best_valid_score": plain(self.best_valid_score, "best_valid_score"),
+            "best_valid_result": metrics(self._last_valid_result if best_valid_result is None else best_valid_result),
             "best_epoch": epoch if best_epoch is None else best_epoch,
             "best_model_file": self.saved_model_file,
             "stopped": self.cur_step > self.stopping_step,
             "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
+            "other_parameter": encode_other(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         self.best_epoch = epoch
-        torch.save(self._checkpoint_state(epoch), saved_model_file, pickle_protocol=4)
+        save_checkpoint(self._checkpoint_state(epoch), saved_model_file)
         if verbose:
             self.logger.info(f"Saving current: {saved_model_file}")
 
     def _save_last_checkpoint(self, epoch):
         state = self._checkpoint_state(epoch, best_valid_result=self.best_valid_result, best_epoch=self.best_epoch)
-        partial = self.last_checkpoint_file + ".partial"
-        torch.save(state, partial, pickle_protocol=4)
-        os.replace(partial, self.last_checkpoint_file)  # an interruption never leaves half a file
+        save_checkpoint(state, self.last_checkpoint_file)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's ``fit``; with ``saved``, the last-epoch checkpoint after every evaluated epoch,
@@ -163,9 +156,7 @@ class CheckpointMixin:
         if saved and self.cur_step > self.stopping_step and os.path.isfile(self.saved_model_file):
             best = load_checkpoint(self.saved_model_file)
             best["stopped"] = True
-            partial = self.saved_model_file + ".partial"
-            torch.save(best, partial, pickle_protocol=4)
-            os.replace(partial, self.saved_model_file)
+            save_checkpoint(best, self.saved_model_file)
         if saved and os.path.exists(self.last_checkpoint_file):
             os.remove(self.last_checkpoint_file)
         return result
@@ -204,16 +195,16 @@ class CheckpointMixin:
     def _restore_state(self, checkpoint):
         """Load everything a resumed run needs from ``checkpoint``; subclasses add their parts."""
         self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        decode_other(self.model, checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        """RecBole's ``evaluate``, with the best checkpoint reloaded through :func:`load_checkpoint`."""
+        """RecBole's ``evaluate``, with the best checkpoint reloaded in this package's format."""
         if eval_data and load_best_model:
             checkpoint_file = model_file or self.saved_model_file
             checkpoint = load_checkpoint(checkpoint_file, self.device)
             self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            decode_other(self.model, checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return super().evaluate(
             eval_data, load_best_model=False, model_file=None, show_progress=show_progress

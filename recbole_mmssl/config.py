@@ -31,9 +31,25 @@ class Config(RecBoleConfig):
     defaults to MMSSL. Keys from the command line, config files or ``config_dict`` that no
     setting knows are logged with the closest known key (RecBole ignores them silently)."""
 
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, command_line=True):
+        self._command_line = command_line
         super().__init__(model, dataset, config_file_list, config_dict)
-        self._warn_unknown_keys()
+        if command_line:
+            self._warn_unknown_keys()
+
+    @classmethod
+    def from_values(cls, values):
+        """The Config of a finished or interrupted run from its resolved values (a checkpoint's
+        ``config``): every stored value as it was, whatever the presets and defaults say now; only
+        what RecBole derives (the device, the model's type) is derived again. The command line is
+        not read."""
+        settings = {key: value for key, value in values.items() if key != "data_path"}
+        config = cls(model=values["model"], dataset=values["dataset"], config_dict=settings, command_line=False)
+        config.final_config_dict.update(values)
+        return config
+
+    def _load_cmd_line(self):
+        return super()._load_cmd_line() if self._command_line else {}
 
     def _warn_unknown_keys(self):
         known = known_keys() | set(self.internal_config_dict)

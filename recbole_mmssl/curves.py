@@ -15,6 +15,8 @@ from time import time
 
 from recbole.utils import set_color
 
+from recbole_mmssl.checkpoint import plain
+from recbole_mmssl.files import atomic_path
 from recbole_mmssl.plots import learning_curves
 
 
@@ -65,7 +67,7 @@ class LearningCurveMixin:
             return None
         columns = list(dict.fromkeys(key for row in self.epoch_records for key in row))
         os.makedirs(os.path.dirname(os.path.abspath(self.curve_file)), exist_ok=True)
-        with open(self.curve_file, "w", newline="", encoding="utf-8") as f:
+        with atomic_path(self.curve_file) as partial, open(partial, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, columns)
             writer.writeheader()
             writer.writerows(self.epoch_records)
@@ -88,7 +90,7 @@ class LearningCurveMixin:
 
     def _checkpoint_state(self, epoch, best_valid_result=None, best_epoch=None):
         return {**super()._checkpoint_state(epoch, best_valid_result, best_epoch),
-                "epoch_records": list(self.epoch_records)}
+                "epoch_records": plain(list(self.epoch_records), "epoch_records")}
 
     def _restore_state(self, checkpoint):
         super()._restore_state(checkpoint)

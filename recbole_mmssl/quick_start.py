@@ -7,12 +7,11 @@ checkpoints in a way torch >= 2.6 refuses.
 import os
 from logging import getLogger
 
-import torch
 
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_mmssl import distributed
-from recbole_mmssl.compat import load_checkpoint
+from recbole_mmssl.checkpoint import decode_other, load_checkpoint
 from recbole_mmssl.config import Config
 from recbole_mmssl.utils import create_dataset, data_preparation, get_trainer
 
@@ -110,12 +109,10 @@ def load_data_and_model(model_file):
         tuple: config, model, dataset, train_data, valid_data, test_data.
     """
     checkpoint = load_checkpoint(model_file, map_location="cpu")
-    config = checkpoint["config"]
-    if config["device"].type == "cuda" and not torch.cuda.is_available():
-        config["device"] = torch.device("cpu")
+    config = Config.from_values(checkpoint["config"])
     init_logger(config)
     dataset, (train_data, valid_data, test_data) = prepare_data(config)
     model = build_model(config, train_data)
     model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    decode_other(model, checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data

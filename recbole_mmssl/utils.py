@@ -4,8 +4,6 @@ dataloaders first, RecBole's second, so RecBole's baselines run on the same data
 
 import importlib
 import importlib.util
-import os
-import pickle
 from logging import getLogger
 from pathlib import Path
 
@@ -14,7 +12,6 @@ from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.utils import ModelType, set_color
 from recbole.utils import get_model as get_recbole_model
 from recbole.utils import get_trainer as get_recbole_trainer
-from recbole.utils.argument_list import dataset_arguments
 
 from recbole_mmssl import trainer as plugin_trainers
 from recbole_mmssl.compat import CheckpointMixin
@@ -79,35 +76,38 @@ def get_trainer(model_type, model_name):
     return _wrapped_trainers[base]
 
 
+# RecBole's dataset class per model type, for models without a dataset class of their own
+_RECBOLE_DATASETS = {ModelType.SEQUENTIAL: "SequentialDataset", ModelType.KNOWLEDGE: "KnowledgeBasedDataset"}
+# Keys that make RecBole load (or write for later loading) a pickled dataset or dataloaders
+CACHE_KEYS = ("save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path")
+
+
 def get_dataset_class(config):
-    """The dataset class for ``config['model']``; None where RecBole's own should be used."""
+    """The dataset class for ``config['model']``: the plugin's for general models, else RecBole's."""
     from recbole_mmssl.data.dataset import InteractionDataset, MultiModalDataset
 
-    if config["MODEL_TYPE"] != ModelType.GENERAL:
-        return None
-    return MultiModalDataset if getattr(config.model_class, "multimodal", False) else InteractionDataset
+    if config["MODEL_TYPE"] == ModelType.GENERAL:
+        return MultiModalDataset if getattr(config.model_class, "multimodal", False) else InteractionDataset
+    module = importlib.import_module("recbole.data.dataset")
+    own = getattr(module, f"{config['model']}Dataset", None)
+    return own or getattr(module, _RECBOLE_DATASETS.get(config["MODEL_TYPE"], "Dataset"))
+
+
+def refuse_pickled_caches(config):
+    """RecBole can save the dataset and dataloaders as pickles and load them back; loading a pickle
+    runs whatever code it names, so this package never does, and refuses the keys that ask for it."""
+    asked = [key for key in CACHE_KEYS if config[key]]
+    if asked:
+        raise InputError(
+            f"Config keys {asked} ask for a pickled dataset or dataloader cache. recbole-mmssl builds the "
+            "dataset from its files on every run and never loads such a cache (unpickling a file can run "
+            "code); remove the keys or set them to False / ~.")
 
 
 def create_dataset(config):
-    """Build (or reload from ``checkpoint_dir``) the dataset that ``config['model']`` needs."""
-    from recbole_mmssl.data.dataset import DATASET_KEYS
-
-    dataset_class = get_dataset_class(config)
-    if dataset_class is None:
-        return recbole_data_utils.create_dataset(config)
-    default_file = os.path.join(config["checkpoint_dir"], f"{config['dataset']}-{dataset_class.__name__}.pth")
-    file = config["dataset_save_path"] or default_file
-    if os.path.exists(file):
-        with open(file, "rb") as f:
-            dataset = pickle.load(f)
-        keys = list(dataset_arguments) + list(DATASET_KEYS) + ["seed", "repeatable", "data_path"]
-        if all(config[key] == dataset.config[key] for key in keys):
-            getLogger().info(set_color("Load filtered dataset from", "pink") + f": [{file}]")
-            return dataset
-    dataset = dataset_class(config)
-    if config["save_dataset"]:
-        dataset.save()
-    return dataset
+    """The dataset that ``config['model']`` needs, built from the dataset's files (never from a cache)."""
+    refuse_pickled_caches(config)
+    return get_dataset_class(config)(config)
 
 
 def get_dataloader(config, phase):
@@ -120,17 +120,11 @@ def get_dataloader(config, phase):
 def data_preparation(config, dataset):
     """Split ``dataset`` and build the train, valid and test dataloaders.
 
-    As RecBole's ``data_preparation``, plus the plugin's training loaders and the
-    ``test_masked_items`` protocol switch for full-ranking tests.
+    As RecBole's ``data_preparation`` (without its pickled dataloader cache), plus the plugin's
+    training loaders and the ``test_masked_items`` protocol switch for full-ranking tests.
     """
-    if config["MODEL_TYPE"] != ModelType.GENERAL:
-        return recbole_data_utils.data_preparation(config, dataset)
+    refuse_pickled_caches(config)
     check_test_mask(config)
-    dataloaders = recbole_data_utils.load_split_dataloaders(config)
-    if dataloaders is not None and dataloaders[0].config["test_masked_items"] == config["test_masked_items"]:
-        dataset._change_feat_format()
-        return dataloaders
-
     built = dataset.build()
     train_dataset, valid_dataset, test_dataset = built
     train_sampler, valid_sampler, test_sampler = recbole_data_utils.create_samplers(config, dataset, built)
@@ -140,8 +134,6 @@ def data_preparation(config, dataset):
     if test_class is FullSortEvalDataLoader:
         test_sampler = test_history_sampler(config, train_dataset, test_sampler)
     test_data = test_class(config, test_dataset, test_sampler, shuffle=False)
-    if config["save_dataloaders"]:
-        recbole_data_utils.save_split_dataloaders(config, dataloaders=(train_data, valid_data, test_data))
     getLogger().info(
         set_color("[Evaluation]: ", "pink")
         + f"eval_batch_size = {config['eval_batch_size']}, eval_args = {config['eval_args']}, "

@@ -1,7 +1,6 @@
 """MultiModalDataset / InteractionDataset: feature alignment and the refusal of bad input."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ from conftest import base_config, bundled, toy_splits, write_dataset
 from recbole_mmssl.config import Config
 from recbole_mmssl.data import InteractionDataset, MultiModalDataset
 from recbole_mmssl.data.dataset import shuffled_rows
-from recbole_mmssl.utils import create_dataset, data_preparation
 
 
 def make(config_dict, cls=MultiModalDataset, model="LightGCN"):
@@ -43,23 +41,6 @@ def test_real_tiktok_features_match_source_rows():
     for modality in ("image", "audio"):
         source = np.load(folder / f"tiktok.{modality}.npy").astype(np.float32)
         np.testing.assert_array_equal(dataset.modality_features[modality][1:].numpy(), source[tokens])
-
-
-def test_features_survive_saving_dataset_and_dataloaders(toy_multimodal, in_tmp):
-    config, features, _ = toy_multimodal
-    config.update(save_dataset=True, save_dataloaders=True)
-    cfg = Config(model="MMSSL", config_dict=config)
-    dataset = create_dataset(cfg)
-    data_preparation(cfg, dataset)
-    saved = sorted(p.name for p in Path(config["checkpoint_dir"]).iterdir())
-    assert saved == ["toy-MultiModalDataset.pth", "toy-for-MMSSL-dataloader.pth"]
-    for modality in features:  # from now on only the saved copies can provide the features
-        (Path(config["data_path"]) / "toy" / f"toy.{modality}.npy").unlink()
-    reloaded = create_dataset(cfg)
-    train_data, _, _ = data_preparation(cfg, reloaded)
-    for modality in features:
-        assert torch.equal(reloaded.modality_features[modality], dataset.modality_features[modality])
-        assert torch.equal(train_data._dataset.modality_features[modality], dataset.modality_features[modality])
 
 
 @pytest.fixture

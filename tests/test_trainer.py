@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO, base_config, built, content_dataset, toy_splits, write_dataset
 from recbole_mmssl import run_recbole_mmssl
-from recbole_mmssl.compat import load_checkpoint
+from recbole_mmssl.checkpoint import load_checkpoint
 from recbole_mmssl.config import Config
 from recbole_mmssl.model.mmssl.generator import ModalityGraph
 from recbole_mmssl.model.graphs import one_sided_graphs

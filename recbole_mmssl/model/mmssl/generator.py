@@ -75,6 +75,7 @@ class ModalityGraph:
             raise InputError(f"graph_period must be a positive number of batches or 'epoch', not {period!r}")
         self.modalities, self.n_users, self.n_items = list(modalities), n_users, n_items
         self.k, self.period, self.pairing, self.update = k, period, pairing, update
+        self.train_graph = train_graph
         self.graphs = {m: train_graph for m in self.modalities}
         self.pending = {m: [] for m in self.modalities}
         self.batch_in_epoch = 0
@@ -131,3 +132,34 @@ class ModalityGraph:
 
     def nnz(self, modality):
         return self.graphs[modality][0]._nnz()
+
+    def state_dict(self):
+        """Tensors and plain values only (checkpoints open with ``weights_only=True``): each modality's
+        graph pair (None while it is still the training graph), its pending pairs and the batch index."""
+        train_graph = getattr(self, "train_graph", None)  # absent from objects pickled by earlier versions
+        return {
+            "graphs": {m: None if pair is train_graph else [_sparse_state(g) for g in pair]
+                       for m, pair in self.graphs.items()},
+            "pending": {m: [list(pair) for pair in pairs] for m, pairs in self.pending.items()},
+            "batch_in_epoch": self.batch_in_epoch,
+        }
+
+    def load_state_dict(self, state):
+        device = self.train_graph[0].device
+        if sorted(state["graphs"]) != sorted(self.modalities):
+            raise InputError(f"The checkpoint's modality graphs are for {sorted(state['graphs'])}, "
+                             f"this model's modalities are {sorted(self.modalities)}.")
+        self.graphs = {m: self.train_graph if pair is None else tuple(_sparse_tensor(g, device) for g in pair)
+                       for m, pair in state["graphs"].items()}
+        self.pending = {m: [tuple(t.to(device) for t in pair) for pair in pairs]
+                        for m, pairs in state["pending"].items()}
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+
+
+def _sparse_state(graph):
+    graph = graph.coalesce()
+    return {"indices": graph.indices(), "values": graph.values(), "size": list(graph.shape)}
+
+
+def _sparse_tensor(state, device):
+    return torch.sparse_coo_tensor(state["indices"], state["values"], state["size"], device=device).coalesce()
