@@ -35,6 +35,8 @@ FIELDS = ("format", "version", "config", "epoch", "state_dict")
 # Config entries that RecBole derives from the model class, the metrics and the machine on every
 # construction: never stored, so that a checkpoint holds no classes, enums or devices.
 DERIVED_KEYS = frozenset({"MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "local_rank", "single_spec"})
+# Keys of earlier versions that ``upgrade`` renames: old key -> (new key, old value -> new value)
+RENAMED_KEYS = {"last_layer_softmax": ("last_layer_norm", {True: "softmax", False: "none"})}
 
 
 def plain(value, where="value"):
@@ -180,6 +182,9 @@ def upgrade(path, output=None):
     state = dict(old)
     config = state["config"]
     state["config"] = config_values(config) if hasattr(config, "final_config_dict") else plain(config, "config")
+    for old_key, (new_key, values) in RENAMED_KEYS.items():
+        if old_key in state["config"]:
+            state["config"][new_key] = values[state["config"].pop(old_key)]
     state["epoch"] = int(state.get("epoch", -1))
     state.setdefault("cur_step", 0)
     state["best_valid_score"] = plain(state.get("best_valid_score"), "best_valid_score")

@@ -84,7 +84,7 @@ def test_config_is_rebuilt_from_its_stored_values(toy_multimodal, in_tmp):
     original = Config(model="MMSSL", config_dict={**config, "variant": "improved"})
     values = config_values(original)
     values["learning_rate"] = 0.0123  # as if the preset had said so when the run started
-    values["last_layer_softmax"] = True
+    values["last_layer_norm"] = "softmax"
     rebuilt = Config.from_values(values)
     for key, value in values.items():
         assert rebuilt[key] == value, key
@@ -203,3 +203,14 @@ def test_upgrade_needs_trust_and_converts_the_old_format(trained, tmp_path, caps
     assert resumed.d_optimizer.state_dict()["state"][0]["step"] == trainer.d_optimizer.state_dict()["state"][0]["step"]
     with pytest.raises(SystemExit):
         checkpoint_main(["upgrade", "--trust", str(old)])  # already converted
+
+
+def test_upgrade_renames_keys_of_earlier_versions(tmp_path):
+    old = tmp_path / "old.pth"
+    torch.save({"config": {"model": "MMSSL", "last_layer_softmax": False}, "epoch": np.int64(3), "state_dict": {}},
+               old, pickle_protocol=4)
+    written = tmp_path / "new.pth"
+    checkpoint_main(["upgrade", "--trust", str(old), "--output", str(written)])
+    config = load_checkpoint(written)["config"]
+    assert config["last_layer_norm"] == "none" and "last_layer_softmax" not in config
+    assert load_checkpoint(written)["epoch"] == 3

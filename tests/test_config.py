@@ -34,11 +34,11 @@ def test_presets_layer_over_model_and_dataset_settings(properties):
     presets = yaml.safe_load((folder / "model" / "MMSSL.yaml").read_text())["presets"]
     reference = build()
     assert reference["learning_rate"] == 0.1 and reference["cl_weight"] == 0.2
-    assert reference["last_layer_softmax"] is True and reference["adjacency_norm"] == "one_sided"
+    assert reference["last_layer_norm"] == "softmax" and reference["adjacency_norm"] == "one_sided"
     assert reference["presets"] is None and reference["model_settings"] is None
 
     paper = build(variant="paper")
-    assert paper["last_layer_softmax"] is False and paper["adjacency_norm"] == "symmetric"
+    assert paper["last_layer_norm"] == "none" and paper["adjacency_norm"] == "symmetric"
     assert paper["learning_rate"] == 0.1  # the dataset's value stays where the preset sets none
 
     improved = build(variant="improved")
@@ -47,8 +47,8 @@ def test_presets_layer_over_model_and_dataset_settings(properties):
             assert improved[key] == value, key
     assert improved["learning_rate"] == 0.3  # the dataset's improved block wins over its reference value
 
-    flagged = build(variant="paper", last_layer_softmax=True, learning_rate=0.5)
-    assert flagged["last_layer_softmax"] is True and flagged["adjacency_norm"] == "symmetric"
+    flagged = build(variant="paper", last_layer_norm="softmax", learning_rate=0.5)
+    assert flagged["last_layer_norm"] == "softmax" and flagged["adjacency_norm"] == "symmetric"
     assert flagged["learning_rate"] == 0.5
 
 

@@ -248,13 +248,13 @@ def test_symmetric_normalisation_and_lightgcn_propagation_match_dense_numpy():
         layers.append(a @ layers[-1])
     mean = np.mean(layers, axis=0)
     users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 3,
-                                     last_softmax=False, alternating=False)
+                                     last_norm="none", alternating=False)
     np.testing.assert_allclose(users_out.numpy(), mean[:5], rtol=1e-10)
     np.testing.assert_allclose(items_out.numpy(), mean[5:], rtol=1e-10)
 
 
 def test_alternating_propagation_without_the_last_softmax():
-    """last_layer_softmax False keeps the alternating update: H_U^l = P H_I^(l-1), H_I^l = Q H_U^l."""
+    """last_layer_norm none keeps the alternating update: H_U^l = P H_I^(l-1), H_I^l = Q H_U^l."""
     edges = [(0, 0), (0, 2), (1, 1), (2, 2), (2, 0)]
     users = torch.tensor([u for u, _ in edges])
     items = torch.tensor([i for _, i in edges])
@@ -266,7 +266,27 @@ def test_alternating_propagation_without_the_last_softmax():
     hi1 = qd @ hu1
     hu2 = pd @ hi1
     hi2 = qd @ hu2
-    users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 2, last_softmax=False)
+    users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 2, last_norm="none")
+    np.testing.assert_allclose(users_out.numpy(), (eu + hu1 + hu2) / 3, rtol=1e-10)
+    np.testing.assert_allclose(items_out.numpy(), (ei + hi1 + hi2) / 3, rtol=1e-10)
+
+
+def test_alternating_propagation_with_unit_length_last_layer():
+    """last_layer_norm l2: the last layer's user rows are scaled to unit length before the items
+    read them, then the items' rows too; earlier layers are untouched."""
+    edges = [(0, 0), (0, 2), (1, 1), (2, 2), (2, 0), (1, 2)]
+    users = torch.tensor([u for u, _ in edges])
+    items = torch.tensor([i for _, i in edges])
+    p, q = one_sided_graphs(users, items, torch.ones(len(edges), dtype=torch.float64), 3, 3)
+    pd, qd = p.to_dense().numpy(), q.to_dense().numpy()
+    rng = np.random.default_rng(4)
+    eu, ei = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    hu1 = pd @ ei
+    hi1 = qd @ hu1
+    hu2 = unit(pd @ hi1)
+    hi2 = unit(qd @ hu2)
+    users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 2, last_norm="l2")
     np.testing.assert_allclose(users_out.numpy(), (eu + hu1 + hu2) / 3, rtol=1e-10)
     np.testing.assert_allclose(items_out.numpy(), (ei + hi1 + hi2) / 3, rtol=1e-10)
 

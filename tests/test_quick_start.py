@@ -132,7 +132,7 @@ def test_improved_preset_trains_on_bundled_tiktok(tmp_path):
     presets = yaml.safe_load((REPO / "properties" / "model" / "MMSSL.yaml").read_text())["presets"]["improved"]
     tiktok = yaml.safe_load((REPO / "properties" / "dataset" / "tiktok.yaml").read_text())
     settings = {**presets, **tiktok["model_settings"]["MMSSL"]["presets"]["improved"]}
-    assert settings["last_layer_softmax"] is False
+    assert settings["last_layer_norm"] == "none"
     for key, value in settings.items():
         assert re.search(rf"\n{key} = {re.escape(str(value))}\n", log), key  # the run's config as RecBole prints it
     assert "epoch 0 training" in log and re.search(r"test result: OrderedDict\(.*'recall@20'", log)

@@ -379,7 +379,7 @@ def test_reference_is_unchanged_by_the_new_switches(toy_multimodal, in_tmp):
     """With the new keys absent and with them set to their defaults: the same losses through
     three alternating steps, then the same forward, exactly."""
     config, _, _ = toy_multimodal
-    defaults = {"last_layer_softmax": True, "adjacency_norm": "one_sided", "propagation": "alternating",
+    defaults = {"last_layer_norm": "softmax", "adjacency_norm": "one_sided", "propagation": "alternating",
                 "feature_norm": "none", "feature_shuffle_seed": None, "feat_reg_weight": 1e-5}
     runs = []
     for extra in ({}, defaults):
@@ -413,7 +413,7 @@ def test_lightgcn_style_switches_compute_the_dense_equations(toy_multimodal, in_
     """No last-layer softmax, symmetric adjacency, simultaneous layers and standardised features,
     against dense float64 NumPy (modality graphs empty: k = 0, so layer 0 is the ID embeddings)."""
     config, _, _ = toy_multimodal
-    _, (train, _, _), model, trainer = mmssl(config, last_layer_softmax=False, adjacency_norm="symmetric",
+    _, (train, _, _), model, trainer = mmssl(config, last_layer_norm="none", adjacency_norm="symmetric",
                                              propagation="simultaneous", feature_norm="standardize",
                                              graph_topk_rate=0.0)
     model.train()

@@ -8,27 +8,33 @@ import torch
 from torch import nn
 
 from recbole_mmssl.errors import InputError
+from recbole_mmssl.model.graphs import rownorm
 
 
-def propagate(p, q, users, items, n_layers, last_softmax=True, alternating=True):
+LAST_LAYER_NORMS = {"softmax": lambda x: torch.softmax(x, dim=-1), "l2": rownorm, "none": None}
+
+
+def propagate(p, q, users, items, n_layers, last_norm="softmax", alternating=True):
     """GNN propagation over the training graph; readout = mean of the L+1 layers (spec §3.6).
 
     ``p`` and ``q``: sparse tensors or :class:`recbole_mmssl.model.graphs.SparseOperator`.
 
     ``alternating`` (the reference): H_U^l = P H_I^(l-1), then H_I^l = Q H_U^l, so a layer's
     items see that layer's users. Otherwise both sides update from layer l-1, as LightGCN does.
-    ``last_softmax`` (the reference): the last layer is softmaxed over the embedding dimension
-    (H_U before it is used for H_I when alternating).
+    ``last_norm`` maps each row of the last layer (H_U before it is used for H_I when
+    alternating): ``softmax`` over the embedding dimension (the reference), ``l2`` to unit
+    length, or ``none``.
     """
+    norm = LAST_LAYER_NORMS[last_norm]
     user_layers, item_layers = [users], [items]
     for layer in range(1, n_layers + 1):
-        soft = last_softmax and layer == n_layers
+        last = norm is not None and layer == n_layers
         new_users = p @ items
-        if soft:
-            new_users = torch.softmax(new_users, dim=-1)
+        if last:
+            new_users = norm(new_users)
         items = q @ (new_users if alternating else users)
-        if soft:
-            items = torch.softmax(items, dim=-1)
+        if last:
+            items = norm(items)
         users = new_users
         user_layers.append(users)
         item_layers.append(items)

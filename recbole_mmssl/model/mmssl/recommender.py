@@ -18,7 +18,7 @@ from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import ADJACENCY_NORMS, OperatorCache, one_sided_graphs, rownorm, training_edges
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss, generator_loss
 from recbole_mmssl.model.mmssl.generator import ModalityGraph, real_rows, relation_rows
-from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate
+from recbole_mmssl.model.mmssl.layers import LAST_LAYER_NORMS, CrossModalAttention, propagate
 from recbole_mmssl.model.mmssl.sampled import (SetCritic, blockwise_topk, critic_columns, masked_row_norms,
                                                real_values, relation_values, set_critic_loss)
 from recbole_mmssl.model.multimodal import MultiModalRecommender
@@ -34,7 +34,8 @@ VARIANTS["improved"] = VARIANTS["reference"]  # its changes are in the yaml pres
 CHOICES = {"gumbel_form": ("orig", "head"), "graph_update": ("batch", "full"),
            "graph_pairing": ("reference", "aligned"), "attention": ("reference", "paper"),
            "mixed_precision": (None, "bf16", "fp16"), "adjacency_norm": tuple(ADJACENCY_NORMS),
-           "propagation": ("alternating", "simultaneous"), "discriminator": ("exact", "sampled")}
+           "propagation": ("alternating", "simultaneous"), "discriminator": ("exact", "sampled"),
+           "last_layer_norm": tuple(LAST_LAYER_NORMS)}
 PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -88,7 +89,7 @@ class MMSSL(MultiModalRecommender):
         self.use_contrastive = config["use_contrastive"]
         self.use_gumbel = config["use_gumbel"]
         self.graph_update = switches["graph_update"]
-        self.last_layer_softmax = config["last_layer_softmax"]
+        self.last_layer_norm = config["last_layer_norm"]
         self.alternating = config["propagation"] == "alternating"
         self.shared_forward = config["shared_forward"]
         self._shared = None  # the discriminator step's batch, forward output and critic columns (shared_forward)
@@ -200,7 +201,7 @@ class MMSSL(MultiModalRecommender):
         users0 = self.user_embedding.weight + self.id_weight * rownorm(fused_user)
         items0 = self.item_embedding.weight + self.id_weight * rownorm(fused_item)
         users, items = propagate(graphs[self.gnn_p], graphs[self.gnn_q], users0, items0, self.n_layers,
-                                 self.last_layer_softmax, self.alternating)
+                                 self.last_layer_norm, self.alternating)
         users = users + self.mm_weight * sum(rownorm(feat_user[m]) for m in self.modalities)
         items = items + self.mm_weight * sum(rownorm(feat_item[m]) for m in self.modalities)
         return MMSSLOutput(users, items, feat_user, feat_item, view_user)
