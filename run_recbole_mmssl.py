@@ -13,6 +13,13 @@ their traceback.
 import argparse
 import sys
 
+import pandas as pd
+
+from recbole_mmssl.errors import reported_input_errors
+from recbole_mmssl.experiments.tune import run_search
+from recbole_mmssl.quick_start import run as run_training
+
+
 def main():
     """Parse the flags, then train, or search."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,8 +57,6 @@ def main():
     if args.resume and not args.tune:
         parser.error("--resume needs the experiment's --tune file")
 
-    from recbole_mmssl.errors import reported_input_errors
-
     with reported_input_errors(args.debug):
         run(args, config_files)
 
@@ -59,10 +64,6 @@ def main():
 def run(args, config_files):
     """Train and evaluate one run, or search."""
     if args.tune:
-        import pandas as pd
-
-        from recbole_mmssl.tune import run_search
-
         table, best, folder = run_search(
             args.model, args.dataset, args.tune, config_file_list=config_files, num_samples=args.num_samples,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
@@ -76,8 +77,6 @@ def run(args, config_files):
             print(f"Best configuration: {folder}/best_config.yaml "
                   f"(python run_recbole_mmssl.py --config_files={folder}/best_config.yaml)")
     else:
-        from recbole_mmssl.quick_start import run as run_training
-
         run_training(model=args.model, dataset=args.dataset, config_file_list=config_files,
                      resume_checkpoint=args.resume_checkpoint, nproc=args.nproc, world_size=args.world_size,
                      ip=args.ip, port=args.port, group_offset=args.group_offset)

@@ -1,6 +1,6 @@
 """recbole-mmssl: MMSSL (Wei et al., WWW 2023) as a RecBole plugin."""
 
-from recbole_mmssl.compat import install_collector_fix, install_numpy_aliases, install_scipy_dok_update
+from recbole_mmssl.common.compat import install_collector_fix, install_numpy_aliases, install_scipy_dok_update
 
 install_numpy_aliases()
 install_scipy_dok_update()

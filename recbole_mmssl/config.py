@@ -18,8 +18,8 @@ import yaml
 from recbole.config.configurator import Config as RecBoleConfig
 from recbole.utils import argument_list
 
-from recbole_mmssl import distributed
-from recbole_mmssl.compat import install_numpy_aliases
+from recbole_mmssl.common import distributed
+from recbole_mmssl.common.compat import install_numpy_aliases
 from recbole_mmssl.errors import InputError
 from recbole_mmssl.utils import get_model, properties_dir, repository_dataset_dir
 
@@ -106,7 +106,7 @@ class Config(RecBoleConfig):
         self.internal_config_dict.update(dataset_presets.get(variant) or {})
 
     def _init_device(self):
-        """RecBole's device choice; in a process of :func:`recbole_mmssl.distributed.spawn`
+        """RecBole's device choice; in a process of :func:`recbole_mmssl.common.distributed.spawn`
         (``local_rank`` set), the plugin's process group instead of RecBole's NCCL-only one."""
         if "local_rank" not in self.final_config_dict:
             return super()._init_device()

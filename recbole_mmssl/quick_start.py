@@ -1,18 +1,20 @@
 """Quick start: train and evaluate any model the plugin can run, as RecBole's quick_start does.
 
-RecBole's own ``recbole.quick_start`` is not used: it imports Ray at module level and reloads
-checkpoints in a way torch >= 2.6 refuses.
+The steps of a run are written once, here, and every tool builds its runs from them: the data
+(:func:`prepare_data`), a trainer with a fresh model (:func:`build_trainer`), one configuration
+trained in its own folder (:func:`train_in_folder`), and a trainer restored from a checkpoint
+(:func:`load_trainer`). RecBole's own ``recbole.quick_start`` is not used: it imports Ray at
+module level and reloads checkpoints in a way torch >= 2.6 refuses.
 """
 
 import os
 from logging import getLogger
 
-
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
-from recbole_mmssl import distributed
-from recbole_mmssl.checkpoint import decode_other, load_checkpoint
+from recbole_mmssl.common import distributed
 from recbole_mmssl.config import Config
+from recbole_mmssl.trainer.checkpoint import decode_other, load_checkpoint
 from recbole_mmssl.utils import create_dataset, data_preparation, get_trainer
 
 
@@ -30,6 +32,11 @@ def build_model(config, train_data):
     return config.model_class(config, train_data._dataset).to(config["device"])
 
 
+def build_trainer(config, train_data):
+    """The trainer for ``config['model']``, holding a freshly initialised model."""
+    return get_trainer(config["MODEL_TYPE"], config["model"])(config, build_model(config, train_data))
+
+
 def attach_run_folder(trainer, folder):
     """Give a run its own folder: ``model.pth`` (best), ``model-last.pth`` and ``epochs.csv``; a run
     found there unfinished is resumed from its last epoch (or, without one, from its best)."""
@@ -41,6 +48,15 @@ def attach_run_folder(trainer, folder):
             trainer.resume_checkpoint(checkpoint)
             break
     return trainer
+
+
+def train_in_folder(config, folder, dataset=None, callback_fn=None, verbose=True):
+    """Train ``config`` in its own ``folder`` (:func:`attach_run_folder`: an unfinished run found there
+    goes on); returns the trainer, at its last epoch, and the (train, valid, test) dataloaders."""
+    _, (train, valid, test) = prepare_data(config, dataset)
+    trainer = attach_run_folder(build_trainer(config, train), folder)
+    trainer.fit(train, valid, saved=True, show_progress=False, verbose=verbose, callback_fn=callback_fn)
+    return trainer, (train, valid, test)
 
 
 def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
@@ -60,9 +76,8 @@ def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_di
     logger.info(config)
     dataset, (train_data, valid_data, test_data) = prepare_data(config)
     logger.info(dataset)
-    model = build_model(config, train_data)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    logger.info(model)
+    trainer = build_trainer(config, train_data)
+    logger.info(trainer.model)
     if resume_checkpoint:
         trainer.resume_checkpoint(resume_checkpoint)
     best_valid_score, best_valid_result = trainer.fit(
@@ -102,17 +117,32 @@ def _distributed_worker(local_rank, settings, config_dict, kwargs):
     return run_recbole_mmssl(config_dict={**(config_dict or {}), **settings}, **kwargs)
 
 
-def load_data_and_model(model_file):
+def load_data_and_model(model_file, config_changes=None):
     """Rebuild config, dataset, dataloaders and the trained model from a saved checkpoint.
+
+    ``config_changes`` (key -> value, or a function of the rebuilt config that returns them) are
+    applied to the run's stored configuration first.
 
     Returns:
         tuple: config, model, dataset, train_data, valid_data, test_data.
     """
     checkpoint = load_checkpoint(model_file, map_location="cpu")
     config = Config.from_values(checkpoint["config"])
+    changes = config_changes(config) if callable(config_changes) else config_changes
+    for key, value in (changes or {}).items():
+        config[key] = value
     init_logger(config)
     dataset, (train_data, valid_data, test_data) = prepare_data(config)
     model = build_model(config, train_data)
     model.load_state_dict(checkpoint["state_dict"])
     decode_other(model, checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
+
+
+def load_trainer(model_file, config_changes=None):
+    """A trainer holding the model of ``model_file``, ready to evaluate, and the (train, valid,
+    test) dataloaders; ``config_changes`` as in :func:`load_data_and_model`."""
+    config, model, _, train, valid, test = load_data_and_model(model_file, config_changes)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.eval_collector.data_collect(train)
+    return trainer, (train, valid, test)

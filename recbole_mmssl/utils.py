@@ -14,8 +14,9 @@ from recbole.utils import get_model as get_recbole_model
 from recbole.utils import get_trainer as get_recbole_trainer
 
 from recbole_mmssl import trainer as plugin_trainers
-from recbole_mmssl.compat import CheckpointMixin
-from recbole_mmssl.curves import LearningCurveMixin
+from recbole_mmssl.data.dataset import InteractionDataset, MultiModalDataset
+from recbole_mmssl.trainer.resume import CheckpointMixin
+from recbole_mmssl.trainer.curves import LearningCurveMixin
 from recbole_mmssl.errors import InputError
 from recbole_mmssl.evaluation import check_test_mask, test_history_sampler
 
@@ -84,8 +85,6 @@ CACHE_KEYS = ("save_dataset", "dataset_save_path", "save_dataloaders", "dataload
 
 def get_dataset_class(config):
     """The dataset class for ``config['model']``: the plugin's for general models, else RecBole's."""
-    from recbole_mmssl.data.dataset import InteractionDataset, MultiModalDataset
-
     if config["MODEL_TYPE"] == ModelType.GENERAL:
         return MultiModalDataset if getattr(config.model_class, "multimodal", False) else InteractionDataset
     module = importlib.import_module("recbole.data.dataset")

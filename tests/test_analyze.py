@@ -12,10 +12,10 @@ from recbole.evaluator.collector import DataStruct
 
 from conftest import base_config, is_picture, write_dataset
 from recbole_mmssl import run_recbole_mmssl
-from recbole_mmssl.analyze import LIST_METRICS, analyze, user_groups
+from recbole_mmssl.experiments.analyze import LIST_METRICS, analyze, user_groups
 from recbole_mmssl.config import Config
 from recbole_mmssl.quick_start import load_data_and_model
-from recbole_mmssl.rankings import Rankings, per_user_metrics
+from recbole_mmssl.experiments.rankings import Rankings, per_user_metrics
 
 
 def test_user_groups_by_boundaries_and_quartiles():

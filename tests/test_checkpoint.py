@@ -4,13 +4,14 @@ one of its files, never unpickles; the one-off upgrade of the earlier pickled fo
 import collections
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import built
-from recbole_mmssl.checkpoint import FORMAT, VERSION, config_values, load_checkpoint, main as checkpoint_main
+from recbole_mmssl.trainer.checkpoint import FORMAT, VERSION, config_values, load_checkpoint, main as checkpoint_main
 from recbole_mmssl.config import Config
 from recbole_mmssl.errors import InputError
 from recbole_mmssl.quick_start import build_model, create_dataset, load_data_and_model, prepare_data
@@ -129,8 +130,8 @@ def write_crafted(path, marker):
 
 
 def test_crafted_checkpoint_is_refused_everywhere(trained, tmp_path):
-    from recbole_mmssl.analyze import main as analyze_main
-    from recbole_mmssl.compare import main as compare_main
+    from recbole_mmssl.experiments.analyze import main as analyze_main
+    from recbole_mmssl.experiments.compare import main as compare_main
     from recbole_mmssl.quick_start import run_recbole_mmssl
 
     config, _, _ = trained
@@ -177,10 +178,20 @@ def old_format(trainer, epoch):
             "scalers": (trainer.scaler.state_dict(), trainer.d_scaler.state_dict())}
 
 
-def test_upgrade_needs_trust_and_converts_the_old_format(trained, tmp_path, capsys):
+def test_upgrade_needs_trust_and_converts_the_old_format(trained, tmp_path, capsys, monkeypatch):
+    import sys
+
+    from recbole_mmssl.model.mmssl import modality_graph
+
     _, path, trainer = trained
     old = tmp_path / "old.pth"
-    torch.save(old_format(trainer, 1), old, pickle_protocol=4)
+    with monkeypatch.context() as patch:  # pickled where the class lived in earlier versions
+        patch.setitem(sys.modules, "recbole_mmssl.model.mmssl.generator", modality_graph)
+        patch.setattr(modality_graph.ModalityGraph, "__module__", "recbole_mmssl.model.mmssl.generator")
+        torch.save(old_format(trainer, 1), old, pickle_protocol=4)
+    with zipfile.ZipFile(old) as archive:
+        pickled = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    assert b"recbole_mmssl.model.mmssl.generator" in pickled
     with pytest.raises(InputError, match="upgrade --trust"):
         load_checkpoint(old)
     with pytest.raises(SystemExit) as stop:

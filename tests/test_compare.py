@@ -12,10 +12,10 @@ from scipy import stats
 
 from conftest import is_picture
 from recbole_mmssl import quick_start
-from recbole_mmssl.compare import (RunSpec, checkpoint_labels, compare, main, paired_tests, parse_run,
+from recbole_mmssl.experiments.compare import (RunSpec, checkpoint_labels, compare, main, paired_tests, parse_run,
                                    pooled_user_scores, run_one)
-from recbole_mmssl.checkpoint import load_checkpoint
-from recbole_mmssl.compat import CheckpointMixin
+from recbole_mmssl.trainer.checkpoint import load_checkpoint
+from recbole_mmssl.trainer.resume import CheckpointMixin
 from recbole_mmssl.trainer import MMSSLTrainer
 
 TINY = {"train_batch_size": 64, "epochs": 2, "embedding_size": 16, "state": "ERROR"}

@@ -93,7 +93,7 @@ def test_every_key_of_the_properties_files_is_known(toy_multimodal, caplog, mode
 def test_input_errors_share_one_class():
     from recbole_mmssl.data.features import FeatureFileError
     from recbole_mmssl.errors import InputError, MissingInputError
-    from recbole_mmssl.tune import SearchSpaceError
+    from recbole_mmssl.experiments.tune import SearchSpaceError
 
     assert issubclass(FeatureFileError, InputError) and issubclass(SearchSpaceError, InputError)
     assert issubclass(MissingInputError, InputError) and issubclass(MissingInputError, FileNotFoundError)

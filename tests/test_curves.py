@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import is_picture
-from recbole_mmssl.checkpoint import load_checkpoint
+from recbole_mmssl.trainer.checkpoint import load_checkpoint
 from recbole_mmssl.config import Config
 from recbole_mmssl.quick_start import build_model, prepare_data
 from recbole_mmssl.trainer import LOSS_NAMES

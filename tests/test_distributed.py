@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO, base_config, toy_splits, write_dataset
-from recbole_mmssl import distributed
+from recbole_mmssl.common import distributed
 from recbole_mmssl.errors import InputError
 
 # 11 batches an epoch; the modality graphs (k = 3) are rebuilt every second batch

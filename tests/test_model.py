@@ -10,7 +10,8 @@ import yaml
 
 from conftest import REPO
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss
-from recbole_mmssl.model.mmssl.generator import real_rows, relation_rows, topk_pairs
+from recbole_mmssl.model.mmssl.modality_graph import topk_pairs
+from recbole_mmssl.model.mmssl.relation_rows import real_rows, relation_rows
 from recbole_mmssl.model.feature_norm import normalise_features
 from recbole_mmssl.model.graphs import one_sided_graphs, symmetric_graphs
 from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate

@@ -8,7 +8,8 @@ import pytest
 
 from recbole_mmssl.config import Config
 from recbole_mmssl.data import MultiModalDataset
-from recbole_mmssl.data.movielens import random_user_split, recbole_copy, split_sizes
+from recbole_mmssl.data.folder import random_user_split, split_sizes
+from recbole_mmssl.data.movielens import recbole_copy
 from recbole_mmssl.data.prepare import main as prepare_main
 from recbole_mmssl.errors import MissingInputError
 

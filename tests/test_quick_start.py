@@ -14,8 +14,9 @@ from recbole.trainer import Trainer
 from recbole.utils import ModelType
 
 from conftest import REPO
-from recbole_mmssl.checkpoint import load_checkpoint
-from recbole_mmssl.compat import CheckpointMixin, install_numpy_aliases
+from recbole_mmssl.trainer.checkpoint import load_checkpoint
+from recbole_mmssl.common.compat import install_numpy_aliases
+from recbole_mmssl.trainer.resume import CheckpointMixin
 from recbole_mmssl.config import Config
 from recbole_mmssl.quick_start import load_data_and_model, prepare_data, build_model, run_recbole_mmssl
 from recbole_mmssl.utils import get_model, get_trainer

@@ -12,9 +12,9 @@ import torch
 
 from conftest import REPO, base_config, built, content_dataset, toy_splits, write_dataset
 from recbole_mmssl import run_recbole_mmssl
-from recbole_mmssl.checkpoint import load_checkpoint
+from recbole_mmssl.trainer.checkpoint import load_checkpoint
 from recbole_mmssl.config import Config
-from recbole_mmssl.model.mmssl.generator import ModalityGraph
+from recbole_mmssl.model.mmssl.modality_graph import ModalityGraph
 from recbole_mmssl.model.graphs import one_sided_graphs
 from recbole_mmssl.quick_start import build_model, load_data_and_model, prepare_data
 from recbole_mmssl.trainer import LOSS_NAMES
@@ -507,7 +507,7 @@ def test_shared_forward_trains_exactly_as_two_forwards_without_dropout(toy_multi
 def test_shared_forward_gives_the_critic_the_discriminator_steps_columns(toy_multimodal, in_tmp):
     """Sampled critic: the recommender step's generator loss reads the discriminator step's column
     sets, at values computed here from the dense relation rows of spec §4."""
-    from recbole_mmssl.model.mmssl.generator import relation_rows
+    from recbole_mmssl.model.mmssl.relation_rows import relation_rows
 
     config, _, _ = toy_multimodal
     keys = {"discriminator": "sampled", "graph_topk_rate": 0.05, "critic_random_items": 8, "feat_dropout": 0.0}

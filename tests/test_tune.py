@@ -17,7 +17,7 @@ from conftest import REPO, base_config, content_dataset, toy_splits, write_datas
 ray = pytest.importorskip("ray")
 from ray.tune.search.sample import Categorical, Float  # noqa: E402
 
-from recbole_mmssl.tune import SearchSpaceError, load_search_space, run_search  # noqa: E402
+from recbole_mmssl.experiments.tune import SearchSpaceError, load_search_space, run_search  # noqa: E402
 
 
 def write(path, text):

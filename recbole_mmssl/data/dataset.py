@@ -15,13 +15,14 @@ import torch
 import yaml
 from recbole.data.dataset import Dataset
 
-from recbole_mmssl.errors import InputError, MissingInputError
 from recbole_mmssl.data.features import (
     FeatureFileError,
     check_modalities,
     read_feature_matrix,
     read_item_tokens,
 )
+from recbole_mmssl.data.folder import feature_path, token_list_path
+from recbole_mmssl.errors import InputError, MissingInputError
 
 DATASET_KEYS = ("modalities", "feature_files", "feature_item_list", "feature_dims", "cold_start_users",
                 "feature_shuffle_seed")
@@ -128,8 +129,10 @@ class MultiModalDataset(InteractionDataset):
         """Read and check the token list and every modality matrix, before any processing."""
         feature_files = self.config["feature_files"] or {}
         modalities = check_modalities(self.config["modalities"], feature_files, self.dataset_name)
-        paths = {m: os.path.join(dataset_path, feature_files.get(m, f"{token}.{m}.npy")) for m in modalities}
-        token_file = os.path.join(dataset_path, self.config["feature_item_list"] or f"{token}.feature_items")
+        paths = {m: os.path.join(dataset_path, feature_files[m]) if m in feature_files
+                 else feature_path(dataset_path, token, m) for m in modalities}
+        token_file = os.path.join(dataset_path, self.config["feature_item_list"]) if self.config["feature_item_list"] \
+            else token_list_path(dataset_path, token)
         missing = [m for m in modalities if not os.path.isfile(paths[m])]
         if missing:
             raise FeatureFileError(self._missing_features_message(missing, paths, token_file, dataset_path))

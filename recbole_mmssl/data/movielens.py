@@ -2,7 +2,7 @@
 
 Its licence forbids redistribution, so ``python -m recbole_mmssl.data.prepare ml-100k`` builds
 ``dataset/ml-100k/`` on the user's machine: all 100,000 ratings as implicit feedback, a seeded
-random per-user split by MMRec's rule (:func:`split_sizes`), a ``text`` modality (a sentence
+random per-user split by MMRec's rule (:func:`recbole_mmssl.data.folder.split_sizes`), a ``text`` modality (a sentence
 encoder over "title (year). genres") and a ``genre`` modality (the 19 genres, multi-hot).
 """
 
@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from recbole_mmssl.data.encode import encode_texts, load_text_encoder
+from recbole_mmssl.data.folder import random_user_split, write_benchmark, write_features, write_token_list
 from recbole_mmssl.errors import InputError, MissingInputError
 
 NAME = "ml-100k"
@@ -26,36 +28,6 @@ def recbole_copy():
     if not os.path.isfile(os.path.join(folder, f"{NAME}.inter")):
         raise MissingInputError(f"RecBole's MovieLens-100k copy is not at {folder}; reinstall recbole==1.2.1.")
     return folder
-
-
-def split_sizes(n_items):
-    """(train, valid, test) counts of a user with ``n_items`` items: vt = floor(0.2 n) held out,
-    floor(vt / 2) for validation and the rest for test; fewer than 10 items: one of each
-    (a user with fewer than 3 keeps every item in training)."""
-    if n_items < 3:
-        return n_items, 0, 0
-    if n_items < 10:
-        return n_items - 2, 1, 1
-    held_out = n_items * 2 // 10
-    return n_items - held_out, held_out // 2, held_out - held_out // 2
-
-
-def random_user_split(pairs, seed):
-    """phase -> (user, item) pairs: each user's items shuffled with ``seed``, cut by :func:`split_sizes`."""
-    by_user = {}
-    for user, item in pairs:
-        by_user.setdefault(user, []).append(item)
-    rng = np.random.default_rng(seed)
-    splits = {"train": [], "valid": [], "test": []}
-    for user in sorted(by_user, key=lambda u: (len(u), u)):
-        items = sorted(set(by_user[user]), key=lambda i: (len(i), i))
-        order = rng.permutation(len(items))
-        n_train, n_valid, _ = split_sizes(len(items))
-        shuffled = [items[k] for k in order]
-        splits["train"].extend((user, i) for i in shuffled[:n_train])
-        splits["valid"].extend((user, i) for i in shuffled[n_train:n_train + n_valid])
-        splits["test"].extend((user, i) for i in shuffled[n_train + n_valid:])
-    return splits
 
 
 def _read_atomic(path):
@@ -83,9 +55,6 @@ def genre_matrix(rows):
 
 def build(out="dataset", seed=2022, modalities=MODALITIES, encoder_model=None, device=None, progress=True):
     """Write ``<out>/ml-100k/``; returns the folder."""
-    from recbole_mmssl.data.encode import encode_texts, load_text_encoder
-    from recbole_mmssl.data.prepare import write_benchmark
-
     unknown = sorted(set(modalities) - set(MODALITIES))
     if unknown:
         raise InputError(f"--modalities {unknown}: ml-100k offers {list(MODALITIES)}.")
@@ -95,11 +64,10 @@ def build(out="dataset", seed=2022, modalities=MODALITIES, encoder_model=None, d
     encoder = load_text_encoder(encoder_model, device) if "text" in modalities else None
     folder = os.path.join(out, NAME)
     write_benchmark(folder, NAME, random_user_split(pairs, seed))
-    with open(os.path.join(folder, f"{NAME}.feature_items"), "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(f"{t}\n" for t in tokens)
+    write_token_list(folder, NAME, tokens)
     if "genre" in modalities:
-        np.save(os.path.join(folder, f"{NAME}.genre.npy"), genre_matrix(movies)[0])
+        write_features(folder, NAME, "genre", genre_matrix(movies)[0])
     if "text" in modalities:
         texts = [TEXT_TEMPLATE.format_map(m) for m in movies]
-        np.save(os.path.join(folder, f"{NAME}.text.npy"), encode_texts(texts, encoder, progress=progress))
+        write_features(folder, NAME, "text", encode_texts(texts, encoder, progress=progress))
     return folder

@@ -22,33 +22,19 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
 
 from recbole_mmssl.data.features import FeatureFileError, MODALITY_NAME, read_feature_matrix, read_item_tokens
+from recbole_mmssl.data.folder import (PHASES, item_map_path, token_list_path, write_benchmark,
+                                       write_features, write_token_list)
 from recbole_mmssl.data.movielens import MODALITIES as MOVIELENS_MODALITIES
 from recbole_mmssl.data.movielens import build as build_movielens
 from recbole_mmssl.errors import InputError, MissingInputError, add_debug_flag, reported_input_errors
 
-PHASES = ("train", "valid", "test")
 MMSSL_FILES = {"train": "train.json", "valid": "val.json", "test": "test.json"}
 FEATURE_SUFFIX = "_feat.npy"
-
-
-def _token_list_path(dataset_dir, name):
-    return os.path.join(dataset_dir, f"{name}.feature_items")
-
-
-def write_benchmark(dataset_dir, name, splits, user_field="user_id", item_field="item_id"):
-    """Write ``splits`` (phase -> list of (user, item) tokens) as RecBole benchmark files."""
-    os.makedirs(dataset_dir, exist_ok=True)
-    for phase in PHASES:
-        path = os.path.join(dataset_dir, f"{name}.{phase}.inter")
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
-            f.write(f"{user_field}:token\t{item_field}:token\n")
-            f.writelines(f"{u}\t{i}\n" for u, i in splits[phase])
 
 
 def _read_mmssl_split(path):
@@ -100,9 +86,8 @@ def _write_identity_features(dataset_dir, name, splits, features):
         if rows is not None and matrix.shape[0] != rows:
             raise FeatureFileError(f"Feature files disagree on the number of items: {path} has {matrix.shape[0]} rows.")
         rows = matrix.shape[0]
-        shutil.copyfile(path, os.path.join(dataset_dir, f"{name}.{modality}.npy"))
-    with open(_token_list_path(dataset_dir, name), "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(f"{r}\n" for r in range(rows or n_items))
+        write_features(dataset_dir, name, modality, matrix)
+    write_token_list(dataset_dir, name, range(rows or n_items))
 
 
 def from_mmssl(src_dir, name, out_dir="dataset", modalities=None):
@@ -166,9 +151,9 @@ def install_features(dataset_dir, features, rows_indexed_by=None):
     """
     dataset_dir = os.path.normpath(dataset_dir)
     name = os.path.basename(dataset_dir)
-    tokens = read_item_tokens(_token_list_path(dataset_dir, name))
+    tokens = read_item_tokens(token_list_path(dataset_dir, name))
     if rows_indexed_by:
-        row_of = _read_item_map(os.path.join(dataset_dir, f"{name}.item_map.tsv"), rows_indexed_by)
+        row_of = _read_item_map(item_map_path(dataset_dir, name), rows_indexed_by)
         missing = [t for t in tokens if t not in row_of]
         if missing:
             raise InputError(f"Item map has no {rows_indexed_by} for item tokens {missing[:5]}.")
@@ -183,8 +168,7 @@ def install_features(dataset_dir, features, rows_indexed_by=None):
         matrix = read_feature_matrix(path)
         if rows.max() >= matrix.shape[0]:
             raise FeatureFileError(f"Feature file {path} has {matrix.shape[0]} rows; row {rows.max()} is needed.")
-        target = os.path.join(dataset_dir, f"{name}.{modality}.npy")
-        np.save(target, matrix[rows])
+        target = write_features(dataset_dir, name, modality, matrix[rows])
         print(f"{modality}: {path} -> {target} {matrix[rows].shape}")
 
 

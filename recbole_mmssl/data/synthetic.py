@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from recbole_mmssl.data.folder import random_user_split, write_benchmark, write_features, write_token_list
 from recbole_mmssl.errors import InputError
 
 # --n_items of the benchmark: (users, interactions), as the scale issue sets them
@@ -79,9 +80,6 @@ def synthetic_catalog(out, n_items, n_users=None, n_interactions=None, dims=None
     ``n_users`` and ``n_interactions`` default to the benchmark's :data:`SCALES`; ``dims``
     (modality -> width) to two 128-d modalities.
     """
-    from recbole_mmssl.data.movielens import random_user_split
-    from recbole_mmssl.data.prepare import write_benchmark
-
     if n_users is None or n_interactions is None:
         if n_items not in SCALES:
             raise InputError(f"No default scale for {n_items} items ({sorted(SCALES)}); give users and interactions.")
@@ -92,12 +90,10 @@ def synthetic_catalog(out, n_items, n_users=None, n_interactions=None, dims=None
     pairs = interactions(n_users, n_items, n_interactions, seed)
     splits = random_user_split([(str(u), str(i)) for u, i in pairs.tolist()], seed)
     write_benchmark(folder, name, splits)
-    items = np.arange(n_items)
-    with open(os.path.join(folder, f"{name}.feature_items"), "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(f"{i}\n" for i in items.tolist())
+    write_token_list(folder, name, range(n_items))
     rng = np.random.default_rng(seed + 1)
     for modality, dim in dims.items():
-        np.save(os.path.join(folder, f"{name}.{modality}.npy"), rng.random((len(items), dim), dtype=np.float32))
+        write_features(folder, name, modality, rng.random((n_items, dim), dtype=np.float32))
     with open(os.path.join(folder, "SYNTHETIC"), "w", encoding="utf-8") as f:
         f.write(f"Synthetic: {n_users} users, {n_items} items, {len(pairs)} interactions (Zipf popularity), "
                 f"random features {dims}, seed {seed}. Nothing here is real data.\n")

@@ -18,7 +18,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mmssl.model.graphs import lightgcn, node_adjacency, norm_loss, training_edges
-from recbole_mmssl.model.multimodal import MultiModalRecommender
+from recbole_mmssl.model.abstract_recommender import MultiModalRecommender
 
 
 def cosine_distance(online, target):

@@ -29,7 +29,7 @@ from recbole_mmssl.model.graphs import (
     row_sum_normalise,
     training_edges,
 )
-from recbole_mmssl.model.multimodal import MultiModalRecommender
+from recbole_mmssl.model.abstract_recommender import MultiModalRecommender
 
 IMAGE_TEXT_WEIGHTS = {"image": 0.1, "text": 0.9}  # the code's mm_image_weight for (image, text)
 

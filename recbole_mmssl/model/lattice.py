@@ -32,7 +32,7 @@ from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import (
     bpr_loss, coalesce_edges, cosine_values, knn_neighbours, lightgcn, node_adjacency, row_sum_normalise, rownorm,
     spmm_edges, training_edges)
-from recbole_mmssl.model.multimodal import MultiModalRecommender
+from recbole_mmssl.model.abstract_recommender import MultiModalRecommender
 
 CHOICES = {"cf_model": ("lightgcn", "mf"), "lattice_mix": ("code", "paper"), "graph_rebuild": ("epoch", "batch")}
 

@@ -17,7 +17,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mmssl.model.graphs import bpr_loss, norm_loss
-from recbole_mmssl.model.multimodal import MultiModalRecommender
+from recbole_mmssl.model.abstract_recommender import MultiModalRecommender
 
 
 class VBPR(MultiModalRecommender):

@@ -12,16 +12,17 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_mmssl import distributed
+from recbole_mmssl.common import distributed
 from recbole_mmssl.data.dataloader import UserBatchDataLoader
 from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import ADJACENCY_NORMS, OperatorCache, one_sided_graphs, rownorm, training_edges
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss, generator_loss
-from recbole_mmssl.model.mmssl.generator import ModalityGraph, real_rows, relation_rows
 from recbole_mmssl.model.mmssl.layers import LAST_LAYER_NORMS, CrossModalAttention, propagate
-from recbole_mmssl.model.mmssl.sampled import (SetCritic, blockwise_topk, critic_columns, masked_row_norms,
-                                               real_values, relation_values, set_critic_loss)
-from recbole_mmssl.model.multimodal import MultiModalRecommender
+from recbole_mmssl.model.mmssl.modality_graph import ModalityGraph
+from recbole_mmssl.model.mmssl.relation_rows import real_rows, relation_rows
+from recbole_mmssl.model.mmssl.sampled_critic import (SetCritic, blockwise_topk, column_sets, critic_inputs,
+                                                      set_critic_loss)
+from recbole_mmssl.model.abstract_recommender import MultiModalRecommender
 
 # The four paper-vs-code switches of spec §14 that default to ~ and follow ``variant``; the
 # presets' other keys are in properties/model/MMSSL.yaml (``presets``).
@@ -65,7 +66,7 @@ class MMSSL(MultiModalRecommender):
 
     input_type = InputType.PAIRWISE
     train_dataloader = UserBatchDataLoader
-    supports_distributed = True  # trains in several processes (recbole_mmssl.distributed)
+    supports_distributed = True  # trains in several processes (recbole_mmssl.common.distributed)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -80,14 +81,12 @@ class MMSSL(MultiModalRecommender):
         self.cl_weight = config["cl_weight"]
         self.cl_temperature = config["cl_temperature"]
         self.g_weight = config["g_weight"]
-        self.gumbel_tau = config["gumbel_tau"]
-        self.gumbel_noise_scale = config["gumbel_noise_scale"]
-        self.gumbel_form = config["gumbel_form"]
-        self.aux_weight = config["aux_weight"]
+        # the real rows (paper Eq. 5): Gumbel temperature and noise scale, formula, final-embedding weight, on/off
+        self.real_row_settings = (config["gumbel_tau"], config["gumbel_noise_scale"], config["gumbel_form"],
+                                  config["aux_weight"], config["use_gumbel"])
         self.gp_weight = config["gp_weight"]
         self.use_adversarial = config["use_adversarial"]
         self.use_contrastive = config["use_contrastive"]
-        self.use_gumbel = config["use_gumbel"]
         self.graph_update = switches["graph_update"]
         self.last_layer_norm = config["last_layer_norm"]
         self.alternating = config["propagation"] == "alternating"
@@ -224,7 +223,7 @@ class MMSSL(MultiModalRecommender):
             graph_k = self._batch_graph_k() if self.shared_forward else None  # for the recommender step
             with torch.no_grad():
                 picked = self._critic_columns(out, users, entries, graph_k)
-                critic_in = self._critic_inputs(out, users, entries, picked)
+                critic_in = critic_inputs(out, users, entries, picked, self.modalities, self.real_row_settings)
             if self.shared_forward:
                 self._shared["picked"] = picked
             return set_critic_loss(self.discriminator, critic_in["real"].repeat(n_modalities, 1), critic_in["fake"],
@@ -234,8 +233,7 @@ class MMSSL(MultiModalRecommender):
             for j, m in enumerate(self.modalities):
                 relation_rows(out.feat_user[m][users], out.feat_item[m][1:], entries, out=fake[j * b:(j + 1) * b])
             ui_rows = relation_rows(out.user[users], out.item[1:], entries)
-            rows = real_rows(entries, ui_rows, self.gumbel_tau, self.gumbel_noise_scale, self.gumbel_form,
-                             self.aux_weight, self.use_gumbel)
+            rows = real_rows(entries, ui_rows, *self.real_row_settings)
             real = rows.repeat(n_modalities, 1)
         return discriminator_loss(self.discriminator, real, fake, self.gp_weight, grad_scale)
 
@@ -266,7 +264,7 @@ class MMSSL(MultiModalRecommender):
             if picked is None:
                 with torch.no_grad():
                     picked = self._critic_columns(out, users, entries, graph_k)
-            critic_in = self._critic_inputs(out, users, entries, picked, with_real=False)
+            critic_in = critic_inputs(out, users, entries, picked, self.modalities)
             columns = self.discriminator.embed(critic_in["items"], critic_in["columns"], critic_in["kinds"])
             generator = -self.discriminator(critic_in["fake"], columns).mean()
             tops = picked["graph_tops"]
@@ -362,50 +360,7 @@ class MMSSL(MultiModalRecommender):
         yield from blocks
 
     def _critic_columns(self, out, users, entries, graph_k=None):
-        """Each batch user's column set for the sampled critic (module docstring of ``sampled``):
-        the columns, their kinds, which are training items, and, with ``graph_k``, each modality's
-        top-k columns for the modality graph (found in the same block-wise pass)."""
-        n_train, n_top, n_random = self.critic_items
-        tops = [blockwise_topk(out.user[users], out.item[1:], entries, n_top)]
-        graph_tops = None if graph_k is None else {}
-        for m in self.modalities:
-            top = blockwise_topk(out.feat_user[m][users], out.feat_item[m][1:], entries, max(n_top, graph_k or 0))
-            tops.append(top[:, :n_top])
-            if graph_k is not None:
-                graph_tops[m] = top[:, :graph_k]
-        columns, kinds, observed = critic_columns(entries, len(users), self.n_real_items, n_train, tops, n_random)
-        return {"columns": columns, "kinds": kinds, "observed": observed, "graph_tops": graph_tops}
-
-    def _critic_inputs(self, out, users, entries, picked, with_real=True):
-        """What the sampled critic reads at the ``picked`` columns (:meth:`_critic_columns`): the
-        fake rows' values (modalities stacked; differentiable where autograd is on), the real
-        rows' values (``with_real``; the generator loss needs none), the item vectors, and the
-        columns and their kinds repeated per modality."""
-        columns, kinds, observed = picked["columns"], picked["kinds"], picked["observed"]
-        ui_user, ui_item = out.user[users], out.item[1:]
-        real = None
-        if with_real:
-            with torch.no_grad():
-                real = self._real_values(ui_user, ui_item, entries, columns, observed)
-        fake = []
-        for m in self.modalities:
-            user_rows, item_rows = out.feat_user[m][users], out.feat_item[m][1:]
-            norms = masked_row_norms(user_rows, item_rows, entries)
-            fake.append(relation_values(user_rows, item_rows, columns, observed, norms))
-        n_modalities = len(self.modalities)
-        return {"fake": torch.cat(fake), "real": real, "items": ui_item.detach(), "columns": columns.repeat(n_modalities, 1),
-                "kinds": kinds.repeat(n_modalities, 1)}
-
-    def _real_values(self, ui_user, ui_item, entries, columns, observed):
-        """The real rows (spec §5) at the columns, from the final embeddings' relation rows."""
-        rows, cols = entries
-        norms = masked_row_norms(ui_user, ui_item, entries)
-        values = relation_values(ui_user, ui_item, columns, observed, norms)
-        observed_scores = (ui_user[rows] * ui_item[cols]).sum(1)
-        row_sums = (ui_user @ ui_item.sum(0) - torch.zeros_like(norms).index_add(0, rows, observed_scores)) / norms
-        return real_values(values, row_sums, norms > 1e-12, observed, torch.bincount(rows, minlength=len(ui_user)),
-                           self.n_real_items, self.gumbel_tau, self.gumbel_noise_scale, self.gumbel_form,
-                           self.aux_weight, self.use_gumbel)
+        return column_sets(out, users, entries, self.modalities, self.n_real_items, self.critic_items, graph_k)
 
     def recommender_parameters(self):
         """Every parameter except the discriminator's (the recommender optimizer's share)."""

@@ -3,7 +3,7 @@
 Spec §11.3. Both modules stay in training mode. The recommender's gradients never reach the
 discriminator's parameters: the discriminator is frozen during the recommender step (the
 reference computes those gradients and throws them away). In distributed training
-(:mod:`recbole_mmssl.distributed`) each rank trains on its share of every batch.
+(:mod:`recbole_mmssl.common.distributed`) each rank trains on its share of every batch.
 """
 
 import random
@@ -14,9 +14,9 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from tqdm import tqdm
 
-from recbole_mmssl import distributed
-from recbole_mmssl.compat import CheckpointMixin
-from recbole_mmssl.curves import LearningCurveMixin
+from recbole_mmssl.common import distributed
+from recbole_mmssl.trainer.resume import CheckpointMixin
+from recbole_mmssl.trainer.curves import LearningCurveMixin
 from recbole_mmssl.errors import InputError
 
 

@@ -174,3 +174,53 @@ def critic_columns(entries, n_rows, n_items, train_items, tops, random_items):
     keys = torch.arange(n_rows, device=device).unsqueeze(1) * n_items + columns
     observed = torch.isin(keys, rows * n_items + cols)
     return columns, kinds, observed
+
+
+def column_sets(out, users, entries, modalities, n_items, sizes, graph_k=None):
+    """Each batch user's column set C_u for the critic: the columns, their kinds, which are
+    training items, and, with ``graph_k``, each modality's top-k columns for the modality graph
+    (found in the same block-wise pass). ``out``: the recommender's forward output; ``sizes``:
+    (``critic_train_items``, ``critic_top_items``, ``critic_random_items``). No autograd needed."""
+    n_train, n_top, n_random = sizes
+    tops = [blockwise_topk(out.user[users], out.item[1:], entries, n_top)]
+    graph_tops = None if graph_k is None else {}
+    for m in modalities:
+        top = blockwise_topk(out.feat_user[m][users], out.feat_item[m][1:], entries, max(n_top, graph_k or 0))
+        tops.append(top[:, :n_top])
+        if graph_k is not None:
+            graph_tops[m] = top[:, :graph_k]
+    columns, kinds, observed = critic_columns(entries, len(users), n_items, n_train, tops, n_random)
+    return {"columns": columns, "kinds": kinds, "observed": observed, "graph_tops": graph_tops}
+
+
+def critic_inputs(out, users, entries, picked, modalities, real_rows=None):
+    """What the critic reads at the ``picked`` columns (:func:`column_sets`): the fake rows' values
+    (modalities stacked; differentiable where autograd is on), the real rows' values (where
+    ``real_rows``, the real rows' settings (tau, noise_scale, form, aux_weight, use_gumbel), is
+    given; the generator loss needs none), the item vectors, and the columns and their kinds
+    repeated per modality."""
+    columns, kinds, observed = picked["columns"], picked["kinds"], picked["observed"]
+    ui_user, ui_item = out.user[users], out.item[1:]
+    real = None
+    if real_rows is not None:
+        with torch.no_grad():
+            real = _real_values_at(ui_user, ui_item, entries, columns, observed, real_rows)
+    fake = []
+    for m in modalities:
+        user_rows, item_rows = out.feat_user[m][users], out.feat_item[m][1:]
+        norms = masked_row_norms(user_rows, item_rows, entries)
+        fake.append(relation_values(user_rows, item_rows, columns, observed, norms))
+    n_modalities = len(modalities)
+    return {"fake": torch.cat(fake), "real": real, "items": ui_item.detach(), "columns": columns.repeat(n_modalities, 1),
+            "kinds": kinds.repeat(n_modalities, 1)}
+
+
+def _real_values_at(ui_user, ui_item, entries, columns, observed, settings):
+    """The real rows (paper Eq. 5) at the columns, from the final embeddings' relation rows."""
+    rows, cols = entries
+    norms = masked_row_norms(ui_user, ui_item, entries)
+    values = relation_values(ui_user, ui_item, columns, observed, norms)
+    observed_scores = (ui_user[rows] * ui_item[cols]).sum(1)
+    row_sums = (ui_user @ ui_item.sum(0) - torch.zeros_like(norms).index_add(0, rows, observed_scores)) / norms
+    return real_values(values, row_sums, norms > 1e-12, observed, torch.bincount(rows, minlength=len(ui_user)),
+                       len(ui_item), *settings)

@@ -15,9 +15,9 @@ from time import time
 
 from recbole.utils import set_color
 
-from recbole_mmssl.checkpoint import plain
-from recbole_mmssl.files import atomic_path
-from recbole_mmssl.plots import learning_curves
+from recbole_mmssl.trainer.checkpoint import plain
+from recbole_mmssl.common.files import atomic_path
+from recbole_mmssl.common.plots import learning_curves
 
 
 class LearningCurveMixin:

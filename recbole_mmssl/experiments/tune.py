@@ -19,9 +19,18 @@ from contextlib import contextmanager
 from logging import getLogger
 from pathlib import Path
 
+import pandas as pd
+import torch
 import yaml
+from recbole.utils import init_logger, init_seed
+from recbole.utils.argument_list import dataset_arguments
 
+from recbole_mmssl.common.files import atomic_path, save_csv
+from recbole_mmssl.config import Config
+from recbole_mmssl.data.dataset import DATASET_KEYS
 from recbole_mmssl.errors import InputError
+from recbole_mmssl.quick_start import train_in_folder
+from recbole_mmssl.utils import create_dataset
 
 SAMPLERS = {
     "choice": 1, "grid": 1, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
@@ -129,25 +138,18 @@ def _report():
 
 def _trial(params, model, dataset, base_config, metric, dataset_bytes, threads):
     """One trial: train on the shared dataset, report the validation metric every epoch."""
-    import ray
-    import torch
+    import ray  # an optional dependency (the [tune] extra): imported where a search runs
 
     sys.argv = sys.argv[:1]  # RecBole's Config would read a Ray worker's flags as config keys
-    from recbole_mmssl.config import Config
-    from recbole_mmssl.quick_start import attach_run_folder, build_model, prepare_data
-    from recbole_mmssl.utils import get_trainer
-
     report = _report()
     gpus = ",".join(str(g) for g in ray.get_gpu_ids())
     folder = os.path.join(os.getcwd(), "saved")  # the trial's own folder, kept when a search is resumed
     config = Config(model=model, dataset=dataset, config_dict={
         **base_config, **params, "checkpoint_dir": folder, "gpu_id": gpus, "show_progress": False})
     torch.set_num_threads(threads)
-    _, (train, valid, test) = prepare_data(config, pickle.loads(dataset_bytes))
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, build_model(config, train))
-    attach_run_folder(trainer, folder)
-    trainer.fit(train, valid, saved=True, verbose=False,
-                callback_fn=lambda epoch, score: report({metric: score, "epoch": epoch, EPOCHS_DONE: epoch + 1}))
+    trainer, (_, _, test) = train_in_folder(
+        config, folder, pickle.loads(dataset_bytes), verbose=False,
+        callback_fn=lambda epoch, score: report({metric: score, "epoch": epoch, EPOCHS_DONE: epoch + 1}))
     test_result = trainer.evaluate(test, load_best_model=True)
     report({metric: trainer.best_valid_score, "epoch": -1, EPOCHS_DONE: len(trainer.epoch_records), "finished": True,
             **{f"valid/{k}": v for k, v in (trainer.best_valid_result or {}).items()},
@@ -156,8 +158,6 @@ def _trial(params, model, dataset, base_config, metric, dataset_bytes, threads):
 
 def _results_table(results, metric, mode, param_names):
     """One row per trial, best first: status, epochs, best validation metric, test metrics, params."""
-    import pandas as pd
-
     rows = []
     for result in results:
         history = result.metrics_dataframe
@@ -201,15 +201,8 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
                output_dir="ray_results", experiment_name=None, resume=False, grace_period=1,
                reduction_factor=2):
     """Run (or resume) a search; returns (trials table, best config dict, experiment folder)."""
-    from ray import air, tune
+    from ray import air, tune  # the optional [tune] extra
     from ray.tune.schedulers import ASHAScheduler
-
-    from recbole.utils import init_logger, init_seed
-    from recbole.utils.argument_list import dataset_arguments
-
-    from recbole_mmssl.config import Config
-    from recbole_mmssl.data.dataset import DATASET_KEYS
-    from recbole_mmssl.utils import create_dataset
 
     logger = getLogger()
     space, fixed = load_search_space(space_file)
@@ -253,13 +246,14 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
         results = tuner.fit()
 
     table = _results_table(results, metric, mode, list(space))
-    table.to_csv(os.path.join(experiment, "trials.csv"), index=False)
+    save_csv(os.path.join(experiment, "trials.csv"), table)
     best = None
     done = table[~table["status"].str.startswith("failed") & table[metric].notna()]
     if len(done):
         params = {name: _plain(done.iloc[0][name]) for name in space}
         best = {"model": driver["model"], "dataset": driver["dataset"], **base, **params}
-        with open(os.path.join(experiment, "best_config.yaml"), "w", encoding="utf-8") as f:
+        with atomic_path(os.path.join(experiment, "best_config.yaml")) as partial, \
+                open(partial, "w", encoding="utf-8") as f:
             f.write(f"# Best trial of {name} by {metric} ({mode}): {done.iloc[0][metric]}\n")
             yaml.safe_dump(best, f, sort_keys=False)
     logger.info(f"Search {name}: {len(table)} trials, results in {experiment}")
