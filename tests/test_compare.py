@@ -99,8 +99,8 @@ def test_two_models_two_seeds_write_the_comparison(toy_multimodal, in_tmp, monke
 def test_an_interrupted_run_continues_from_its_last_epoch(toy_multimodal, in_tmp, monkeypatch):
     config, _, _ = toy_multimodal
     overrides = {**{k: v for k, v in config.items() if k != "dataset"}, **TINY, "use_adversarial": False}
-    spec = RunSpec("mmssl", "MMSSL")
-    whole = run_one(spec, "toy", 7, in_tmp / "whole", overrides=overrides)
+    run = RunSpec("mmssl", "MMSSL")
+    whole = run_one(run, "toy", 7, in_tmp / "whole", overrides=overrides)
 
     save = CheckpointMixin._save_last_checkpoint
 
@@ -110,14 +110,14 @@ def test_an_interrupted_run_continues_from_its_last_epoch(toy_multimodal, in_tmp
 
     monkeypatch.setattr(CheckpointMixin, "_save_last_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        run_one(spec, "toy", 7, in_tmp / "cut", overrides=overrides)
+        run_one(run, "toy", 7, in_tmp / "cut", overrides=overrides)
     assert (in_tmp / "cut" / "model-last.pth").is_file() and not (in_tmp / "cut" / "result.json").exists()
     monkeypatch.setattr(CheckpointMixin, "_save_last_checkpoint", save)
     trained = []
     train_epoch = MMSSLTrainer._train_epoch
     monkeypatch.setattr(MMSSLTrainer, "_train_epoch", lambda self, data, epoch, **k: trained.append(epoch) or
                         train_epoch(self, data, epoch, **k))
-    resumed = run_one(spec, "toy", 7, in_tmp / "cut", overrides=overrides)
+    resumed = run_one(run, "toy", 7, in_tmp / "cut", overrides=overrides)
     assert trained == [1]  # only the epoch after the last checkpoint
     assert resumed["test"] == whole["test"] and resumed["valid"] == whole["valid"]
     assert resumed["epochs"] == whole["epochs"] == 2 and not (in_tmp / "cut" / "model-last.pth").exists()
@@ -164,3 +164,85 @@ def test_command_line_on_bundled_tiktok(tmp_path):
     csv = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
     assert list(zip(csv["label"], csv["seed"])) == [("LightGCN", 2022), ("LightGCN", 2023), ("Pop", 2022), ("Pop", 2023)]
     assert is_picture(tmp_path / "cmp" / "comparison.png")
+
+
+def test_comparison_across_datasets(tmp_path, in_tmp):
+    """Two generated datasets: each gets its own comparison folder, and the across-datasets table
+    repeats their means, sds and p-values, with wins, ties, losses and mean ranks worked out here."""
+    from conftest import toy_splits, write_dataset
+    from recbole_mmssl.experiments.compare import compare_datasets
+
+    for name, seed in (("toya", 0), ("toyb", 5)):
+        write_dataset(tmp_path / "data", name, toy_splits(seed=seed))
+    overrides = {"data_path": str(tmp_path / "data"), "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id",
+                 "load_col": {"inter": ["user_id", "item_id"]}, "benchmark_filename": ["train", "valid", "test"],
+                 **TINY}
+    runs = [RunSpec("BPR", "BPR"), RunSpec("Pop", "Pop"), RunSpec("LightGCN", "LightGCN")]
+    detail, overall = compare_datasets(runs, ["toya", "toyb"], [7, 8], in_tmp / "out", overrides=overrides)
+    out = in_tmp / "out"
+    assert (out / "across_datasets.md").is_file() and (out / "across_datasets.csv").is_file()
+    ranks = {label: [] for label in ("BPR", "Pop", "LightGCN")}
+    record = {label: {"wins": 0, "ties": 0, "losses": 0} for label in ("Pop", "LightGCN")}
+    for name in ("toya", "toyb"):
+        csv = pd.read_csv(out / name / "comparison.csv")
+        assert (out / name / "BPR" / "seed-8" / "result.json").is_file()
+        means = {label: csv[csv["label"] == label]["test/recall@20"].mean() for label in ranks}
+        order = sorted(means.values(), reverse=True)
+        for label, value in means.items():
+            ranks[label].append(np.mean([k + 1 for k, v in enumerate(order) if v == value]))
+            row = detail[(detail["run"] == label) & (detail["dataset"] == name)].iloc[0]
+            values = csv[csv["label"] == label]["test/recall@20"]
+            assert row["test/recall@20"] == f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+        per_user = {label: [dict(np.load(out / name / label / f"seed-{s}" / "test_users.npz")) for s in (7, 8)]
+                    for label in ranks}
+        base = np.mean([r["recall@20"] for r in per_user["BPR"]], axis=0)  # users in one order in every run
+        for label in ("Pop", "LightGCN"):
+            assert all((r["users"] == per_user["BPR"][0]["users"]).all() for r in per_user[label])
+            other = np.mean([r["recall@20"] for r in per_user[label]], axis=0)
+            p = stats.ttest_rel(other, base).pvalue if np.any(other != base) else 1.0
+            row = detail[(detail["run"] == label) & (detail["dataset"] == name)].iloc[0]
+            assert row["recall@20 p"] == pytest.approx(p)
+            record[label]["ties" if not p < 0.05 else "wins" if np.mean(other - base) > 0 else "losses"] += 1
+    overall = overall.set_index("run")
+    for label in ranks:
+        assert overall.loc[label, "mean rank"] == pytest.approx(np.mean(ranks[label]))
+    for label, counts in record.items():
+        assert {k: int(overall.loc[label, k]) for k in counts} == counts
+
+
+def test_across_datasets_stops_on_a_bad_configuration_before_training(tmp_path, in_tmp):
+    from conftest import toy_splits, write_dataset
+    from recbole_mmssl.errors import InputError
+    from recbole_mmssl.experiments.compare import compare_datasets
+
+    write_dataset(tmp_path / "data", "toya", toy_splits())
+    overrides = {"data_path": str(tmp_path / "data"), "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id",
+                 "load_col": {"inter": ["user_id", "item_id"]}, "benchmark_filename": ["train", "valid", "test"],
+                 **TINY}
+    with pytest.raises(InputError):
+        compare_datasets([RunSpec("BPR", "BPR"), RunSpec("Bad", "NoSuchModel")], ["toya", "toya"], [7],
+                         in_tmp / "out", overrides=overrides)
+    assert not (in_tmp / "out").exists()
+
+
+def test_command_line_across_tiktok_and_ml100k(tmp_path):
+    """The issue's check: two models, one seed, one epoch, on the bundled TikTok and a freshly built
+    MovieLens-100k (genre features only: these models read none)."""
+    built = subprocess.run([sys.executable, "-m", "recbole_mmssl.data.prepare", "ml-100k", "--out",
+                            str(tmp_path / "dataset"), "--modalities", "genre"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-m", "recbole_mmssl.compare", "--models", "LightGCN", "Pop",
+                          "--datasets", "tiktok", "ml-100k", "--n_seeds", "1", "--epochs=1",
+                          "--output", str(tmp_path / "cmp")], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "cmp" / "across_datasets.csv")
+    assert list(zip(table["run"], table["dataset"])) == [("LightGCN", "tiktok"), ("Pop", "tiktok"),
+                                                         ("LightGCN", "ml-100k"), ("Pop", "ml-100k")]
+    for name in ("tiktok", "ml-100k"):
+        csv = pd.read_csv(tmp_path / "cmp" / name / "comparison.csv")
+        for label in ("LightGCN", "Pop"):
+            row = table[(table["run"] == label) & (table["dataset"] == name)].iloc[0]
+            mean = float(str(row["test/recall@20"]).split(" ± ")[0])  # one seed: the mean alone
+            assert mean == pytest.approx(csv[csv["label"] == label]["test/recall@20"].iloc[0], abs=5e-5)
+    assert "mean rank" in (tmp_path / "cmp" / "across_datasets.md").read_text()

@@ -4,6 +4,7 @@
     python -m recbole_mmssl.compare --run reference=MMSSL --run improved=MMSSL:improved.yaml \\
         --models LightGCN --dataset tiktok --seeds 2022 2023 2024 --epochs=50
     python -m recbole_mmssl.compare --checkpoints saved/MMSSL-a.pth saved/LightGCN-b.pth
+    python -m recbole_mmssl.compare --models LightGCN Pop --datasets tiktok ml-100k --n_seeds 3
 
 Every (run, seed) trains with RecBole's early stopping on the validation metric and is tested
 at its best validation epoch. Runs go one after another in this process, or through Ray
@@ -18,6 +19,13 @@ and continues unfinished ones from their last epoch. Output folder (``--output``
 * ``comparison.png``: test Recall@20 and NDCG@20 per run (mean, sd bars).
 * ``<label>/seed-<seed>/``: the run's log, checkpoint, learning curves, ``result.json`` and
   its per-user test scores ``test_users.npz``.
+
+With ``--datasets A B ...`` the same runs and seeds go to each dataset (a run's config file
+applies on every dataset; each dataset's yaml still sets its own values): each dataset's files
+above in ``<output>/<dataset>/``, and ``across_datasets.md`` and ``.csv`` in ``<output>``: per run
+and dataset the test Recall@20 and NDCG@20 (mean ± sd) with the paired t-test p against the
+first run, and per run its wins, ties and losses against the first run (test Recall@20, p < 0.05)
+and its mean rank by mean test Recall@20.
 """
 
 import argparse
@@ -69,6 +77,11 @@ def parse_run(text):
     return RunSpec(label, model, os.path.abspath(config_file) if config_file else None)
 
 
+def _config_files(run, config_files):
+    """The config files every run reads, then the run's own."""
+    return list(config_files) + ([run.config_file] if run.config_file else [])
+
+
 def _run_logger(folder):
     """A log file of this run alone (RecBole's own logger writes to the first run's file only)."""
     handler = logging.FileHandler(folder / "log.txt")
@@ -77,17 +90,17 @@ def _run_logger(folder):
     return handler
 
 
-def run_one(spec, dataset, seed, folder, config_files=(), overrides=None, threads=None):
+def run_one(run, dataset, seed, folder, config_files=(), overrides=None, threads=None):
     """Train (or resume) and test one run in ``folder``; returns its result (also ``result.json``)."""
     folder = Path(folder)
     if (folder / "result.json").is_file():
         return json.loads((folder / "result.json").read_text())
-    folder.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
-    files = list(config_files) + ([spec.config_file] if spec.config_file else [])
-    config = Config(model=spec.model, dataset=dataset, config_file_list=files or None, config_dict={
-        **(overrides or {}), "seed": seed, "checkpoint_dir": str(folder), "show_progress": False})
+    config = Config(model=run.model, dataset=dataset, config_file_list=_config_files(run, config_files) or None,
+                    config_dict={**(overrides or {}), "seed": seed, "checkpoint_dir": str(folder),
+                                 "show_progress": False})
+    folder.mkdir(parents=True, exist_ok=True)
     init_logger(config)
     handler = _run_logger(folder)
     try:
@@ -103,7 +116,7 @@ def run_one(spec, dataset, seed, folder, config_files=(), overrides=None, thread
         np.savez_compressed(f, users=tokens.astype(str), **scores)
     seconds = [row["train_seconds"] for row in trainer.epoch_records]
     result = {
-        "label": spec.label, "model": config["model"], "seed": seed, "best_epoch": trainer.best_epoch,
+        "label": run.label, "model": config["model"], "seed": seed, "best_epoch": trainer.best_epoch,
         "epochs": len(trainer.epoch_records), "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
         "valid": {k: float(v) for k, v in (trainer.best_valid_result or {}).items()},
         "test": {k: float(v) for k, v in test_result.items()},
@@ -212,17 +225,85 @@ def _load_per_user(folder):
         return {k: data[k] for k in data.files}
 
 
-def compare(specs, dataset, seeds, output, config_files=(), overrides=None, **ray_options):
-    """Run every spec over every seed (skipping finished runs) and write the comparison."""
+def compare(runs, dataset, seeds, output, config_files=(), overrides=None, **ray_options):
+    """Run every labelled configuration over every seed (skipping finished runs) and write the
+    comparison; returns its (table, summary, tests)."""
     output = Path(output).resolve()
-    jobs = [(spec, dataset, seed, output / spec.label / f"seed-{seed}", tuple(config_files), overrides)
-            for spec in specs for seed in seeds]
+    jobs = [(run, dataset, seed, output / run.label / f"seed-{seed}", tuple(config_files), overrides)
+            for run in runs for seed in seeds]
+    check_configs(jobs)
     results = run_all(jobs, **ray_options)
     per_user = {}
-    for spec, _, _, folder, _, _ in jobs:
-        per_user.setdefault(spec.label, []).append(_load_per_user(folder))
-    description = f"{', '.join(s.label for s in specs)} on {dataset}, seeds {', '.join(map(str, seeds))}"
+    for run, _, _, folder, _, _ in jobs:
+        per_user.setdefault(run.label, []).append(_load_per_user(folder))
+    description = f"{', '.join(r.label for r in runs)} on {dataset}, seeds {', '.join(map(str, seeds))}"
     return write_comparison(results, per_user, output, description)
+
+
+def compare_datasets(runs, datasets, seeds, output, config_files=(), overrides=None, **ray_options):
+    """:func:`compare` on each dataset (into ``<output>/<dataset>/``), then the across-datasets
+    table in ``output``; returns it. Every configuration is checked before anything runs."""
+    output = Path(output).resolve()
+    check_configs([(run, dataset, seeds[0], None, tuple(config_files), overrides)
+                   for dataset in datasets for run in runs])
+    per_dataset = {dataset: compare(runs, dataset, seeds, output / dataset, config_files, overrides, **ray_options)
+                   for dataset in datasets}
+    return write_across_datasets(per_dataset, output, seeds)
+
+
+def check_configs(jobs):
+    """Build the configuration of every job before any run starts or any folder is written, so
+    that a mistake in one of them stops the comparison at once."""
+    for run, dataset, seed, _, config_files, overrides in jobs:
+        Config(model=run.model, dataset=dataset, config_file_list=_config_files(run, config_files) or None,
+               config_dict={**(overrides or {}), "seed": seed})
+
+
+def across_datasets_table(per_dataset):
+    """(per run and dataset: test Recall@20 and NDCG@20 as mean ± sd with the paired t-test p
+    against the first run; per run: wins, ties and losses against the first run on test Recall@20
+    (p < 0.05) and the mean rank by mean test Recall@20 over the datasets)."""
+    rows, ranks, record = [], {}, {}
+    for dataset, (table, _, tests) in per_dataset.items():
+        labels = list(dict.fromkeys(table["label"]))
+        means = table.groupby("label", sort=False)["test/recall@20"].mean()
+        for label, rank in means.rank(ascending=False, method="average").items():
+            ranks.setdefault(label, []).append(rank)
+        p_values = tests.set_index("label") if len(tests) else pd.DataFrame()
+        for label in labels:
+            runs = table[table["label"] == label]
+            row = {"run": label, "dataset": dataset, "seeds": len(runs)}
+            for metric in PAIRED_METRICS:
+                values = runs[f"test/{metric}"].astype(float)
+                sd = f" ± {values.std(ddof=1):.4f}" if len(values) > 1 else ""
+                row[f"test/{metric}"] = f"{values.mean():.4f}{sd}"
+                row[f"{metric} p"] = float(p_values.loc[label, f"{metric} t-test p"]) \
+                    if label in p_values.index else float("nan")
+            rows.append(row)
+            if label in p_values.index:
+                diff, p = p_values.loc[label, "recall@20 mean diff"], p_values.loc[label, "recall@20 t-test p"]
+                outcome = "ties" if not p < 0.05 else ("wins" if diff > 0 else "losses")
+                record.setdefault(label, {"wins": 0, "ties": 0, "losses": 0})[outcome] += 1
+    labels = list(dict.fromkeys(row["run"] for row in rows))
+    overall = pd.DataFrame([{"run": label, **record.get(label, {"wins": "", "ties": "", "losses": ""}),
+                             "datasets": len(ranks[label]), "mean rank": float(np.mean(ranks[label]))}
+                            for label in labels])
+    return pd.DataFrame(rows), overall
+
+
+def write_across_datasets(per_dataset, output, seeds):
+    """``across_datasets.md`` and ``across_datasets.csv`` in ``output``; returns the two tables."""
+    detail, overall = across_datasets_table(per_dataset)
+    first = detail["run"].iloc[0]
+    save_csv(output / "across_datasets.csv", detail.merge(overall, on="run"))
+    lines = [f"# Across datasets: {', '.join(per_dataset)}; seeds {', '.join(map(str, seeds))}", "",
+             f"Test metrics at each run's best validation epoch, mean ± sd over seeds; p: paired t-test over the "
+             f"test users against {first} (per-user scores averaged over seeds). Each dataset's own tables are "
+             f"in its folder.", "", markdown_table(detail), "",
+             f"Against {first} on test Recall@20 (a win or loss needs p < 0.05), and the mean rank by mean test "
+             "Recall@20 (1 = best):", "", markdown_table(overall)]
+    write_text(output / "across_datasets.md", "\n".join(lines) + "\n")
+    return detail, overall
 
 
 def main(argv=None):
@@ -231,6 +312,8 @@ def main(argv=None):
     parser.add_argument("--run", action="append", default=[], metavar="LABEL=MODEL[:config.yaml]",
                         help="a labelled configuration (repeatable); runs come before --models")
     parser.add_argument("--dataset", "-d")
+    parser.add_argument("--datasets", nargs="+", help="several datasets: each dataset's comparison in "
+                        "<output>/<dataset>/, and a table across them in <output>/")
     parser.add_argument("--seeds", nargs="+", type=int, help="seeds (default: seed .. seed+n_seeds-1)")
     parser.add_argument("--n_seeds", type=int, default=3)
     parser.add_argument("--config_files", default=None, help="space-separated config files for every run")
@@ -253,8 +336,9 @@ def main(argv=None):
     start = time.time()
     with reported_input_errors(args.debug):
         output = _run(parser, args, overrides)
-    print((output / "comparison.md").read_text(encoding="utf-8"))
-    print(f"Written: {output}/comparison.csv, comparison.md, comparison.png ({time.time() - start:.0f} s)")
+    report = output / ("comparison.md" if (output / "comparison.md").is_file() else "across_datasets.md")
+    print(report.read_text(encoding="utf-8"))
+    print(f"Written: {report} and the tables beside it ({time.time() - start:.0f} s)")
 
 
 def _run(parser, args, overrides):
@@ -269,8 +353,11 @@ def _run(parser, args, overrides):
         description = ", ".join(dict.fromkeys(r["label"] for r in results))
         write_comparison(results, per_user, output, description)
     else:
-        if not args.dataset:
-            parser.error("name a --dataset")
+        if args.dataset and args.datasets:
+            parser.error("give --dataset or --datasets, not both")
+        datasets = args.datasets or ([args.dataset] if args.dataset else [])
+        if not datasets:
+            parser.error("name a --dataset (or several with --datasets)")
         specs = [parse_run(r) for r in args.run] + [RunSpec(m, m) for m in args.models]
         if not specs:
             parser.error("name the runs: --models A B, or --run LABEL=MODEL[:config.yaml]")
@@ -278,8 +365,12 @@ def _run(parser, args, overrides):
             parser.error(f"run labels must differ: {[s.label for s in specs]}")
         first_seed = int(overrides.pop("seed", 2022))
         seeds = args.seeds or list(range(first_seed, first_seed + args.n_seeds))
-        output = Path(args.output or f"comparisons/{args.dataset}-{'-'.join(s.label for s in specs)}")
-        compare(specs, args.dataset, seeds, output, args.config_files.split() if args.config_files else (),
-                overrides, parallel=args.parallel, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial,
-                gpus_per_trial=args.gpus_per_trial, max_concurrent_trials=args.max_concurrent_trials)
+        output = Path(args.output or f"comparisons/{'-'.join(datasets)}-{'-'.join(s.label for s in specs)}")
+        options = {"parallel": args.parallel, "ray_address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
+                   "gpus_per_trial": args.gpus_per_trial, "max_concurrent_trials": args.max_concurrent_trials}
+        config_files = args.config_files.split() if args.config_files else ()
+        if len(datasets) == 1:
+            compare(specs, datasets[0], seeds, output, config_files, overrides, **options)
+        else:
+            compare_datasets(specs, datasets, seeds, output, config_files, overrides, **options)
     return output
