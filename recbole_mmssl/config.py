@@ -44,6 +44,9 @@ class Config(RecBoleConfig):
         what RecBole derives (the device, the model's type) is derived again. The command line is
         not read."""
         settings = {key: value for key, value in values.items() if key != "data_path"}
+        negatives = settings.get("train_neg_sample_args")
+        if isinstance(negatives, dict) and negatives.get("distribution") == "none":
+            settings["train_neg_sample_args"] = None  # RecBole writes "none" for no sampling, but reads only None
         config = cls(model=values["model"], dataset=values["dataset"], config_dict=settings, command_line=False)
         config.final_config_dict.update(values)
         return config

@@ -1,4 +1,4 @@
-"""Evaluation as MMSSL's reference reports it (spec §12), as RecBole extensions.
+"""Evaluation as MMSSL's reference reports it (docs/design.md, 'Evaluation'), as RecBole extensions.
 
 * ``NDCG_ref``: the reference's NDCG, whose ideal DCG counts the hits found in the whole
   top-``max(topk)`` list instead of the user's number of ground-truth items. It is reported

@@ -1,4 +1,4 @@
-"""BM3: the readout (baselines spec B1), the loss on hand-worked examples (B2-B4) and the
+"""BM3: the readout (hand-worked oracle B1), the loss on hand-worked examples (B2-B4) and the
 predictor in the scores (B5)."""
 
 import math

@@ -1,4 +1,4 @@
-"""FREEDOM: the frozen item graph (baselines spec F1, F3, and a dense NumPy top-k), the
+"""FREEDOM: the frozen item graph (hand-worked oracles F1, F3, and a dense NumPy top-k), the
 degree-sensitive pruning (F2: its share of edges and its sampling rule), F4, and scoring on the
 full graph."""
 

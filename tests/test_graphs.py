@@ -1,5 +1,5 @@
-"""The shared graph pieces and losses against dense NumPy and the spec's hand-worked oracles
-(baselines spec §1.6: S1 kNN graphs, S2 user-item adjacency, S3 BPR; §2.9 V2 and §5.9 B3 norms)."""
+"""The shared graph pieces and losses against dense NumPy and hand-worked oracles
+(S1 kNN graphs, S2 user-item adjacency, S3 BPR; V2 and B3 norms)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""LATTICE against the oracles of the baselines spec (§1.6 S1, S2; §3.9 L1-L5), dense NumPy
+"""LATTICE against hand-worked oracles (S1, S2; L1-L5), dense NumPy
 versions of its item graphs and forward pass, and end-to-end runs."""
 
 import numpy as np
@@ -10,12 +10,12 @@ from recbole_mmssl.config import Config
 from recbole_mmssl.quick_start import build_model, prepare_data
 from recbole_mmssl.utils import get_trainer
 
-S1 = np.array([[1, 0], [2, 1], [0, 1], [-1, 0]], dtype=np.float32)  # spec §1.6 S1
-T2 = np.array([[1, 0], [0, 1], [1, 0.2], [0.2, 1]], dtype=np.float32)  # spec §3.9 L2, modality t
-S2_TRAIN = [("u0", "i0"), ("u0", "i1"), ("u1", "i1"), ("u1", "i2")]  # spec §1.6 S2
+S1 = np.array([[1, 0], [2, 1], [0, 1], [-1, 0]], dtype=np.float32)  # oracle S1
+T2 = np.array([[1, 0], [0, 1], [1, 0.2], [0.2, 1]], dtype=np.float32)  # oracle L2, modality t
+S2_TRAIN = [("u0", "i0"), ("u0", "i1"), ("u1", "i1"), ("u1", "i2")]  # oracle S2
 
 
-# --- independent dense NumPy versions of spec §1.2 and §3.3 ----------------------------------------
+# --- independent dense NumPy versions of the kNN graphs and the mixed item graph ----------------------
 
 def np_knn(x, k):
     """Dense weighted kNN matrix of the rows of x: each row keeps its k largest cosines (self included)."""
@@ -43,7 +43,7 @@ def np_padded_knn(x, k):
 
 
 def np_item_graph(learned, original, alpha, lam, mix):
-    """A of spec §3.3(a) from dense unnormalised learned kNN matrices and normalised original ones."""
+    """The mixed item graph A from dense unnormalised learned kNN matrices and normalised original ones."""
     if mix == "code":
         return (1 - lam) * np_normalise(sum(a * k for a, k in zip(alpha, learned))) + \
             lam * sum(a * s for a, s in zip(alpha, original))
@@ -100,11 +100,11 @@ def on_items(graph, model, ids):
 # --- S1, L1-L4 ------------------------------------------------------------------------------------
 
 def test_s1_weighted_knn_graph(in_tmp):
-    """The original graph of S1's features: spec values, the NumPy oracle, the stored zero-weight edge."""
+    """The original graph of S1's features: hand-worked values, the NumPy oracle, the stored zero-weight edge."""
     model, ids, _ = tiny(in_tmp, {"image": S1})
     expected = np_normalise(np_knn(S1.astype(np.float64), 2))
-    spec = np.array([[0.5279, 0.4721, 0, 0], [0.4721, 0.5279, 0, 0], [0, 0.2701, 0.6910, 0], [0, 0, 0, 1]])
-    np.testing.assert_allclose(expected, spec, atol=5e-5)
+    by_hand = np.array([[0.5279, 0.4721, 0, 0], [0.4721, 0.5279, 0, 0], [0, 0.2701, 0.6910, 0], [0, 0, 0, 1]])
+    np.testing.assert_allclose(expected, by_hand, atol=5e-5)
     graph = model.original_graph("image")
     np.testing.assert_allclose(on_items(graph, model, ids), expected, atol=1e-6)
     edges = set(zip(graph[0].tolist(), graph[1].tolist()))
@@ -173,7 +173,7 @@ def train_one_epoch(config, **overrides):
 def test_item_graph_and_forward_equal_dense_numpy(toy_multimodal, in_tmp, mix, cf_model):
     """After one epoch (trained features and projections, moved ω): the model's A against dense
     top-k cosines of X^m W_m^T + b_m, mixed with those of the raw features from the files, and the
-    final vectors against the dense forward pass of spec §3.3."""
+    final vectors against a dense forward pass."""
     config, features, tokens = toy_multimodal
     train, model = train_one_epoch(config, lattice_mix=mix, cf_model=cf_model, train_batch_size=16, knn_k=5,
                                    embedding_size=8, feat_embed_dim=6, learning_rate=0.01)

@@ -1,4 +1,4 @@
-"""MMSSL's parts against independent oracles (spec §17) and hand-computed references."""
+"""MMSSL's parts against independent oracles (checked against the released code) and hand-computed references."""
 
 import contextlib
 import math
@@ -213,7 +213,7 @@ def test_variant_presets_and_overrides():
 
 
 def test_contrastive_constant_matches_ln_2b_minus_1():
-    """With zero modality views the InfoNCE of spec §9 is -ln(1/(2b-1) + 1e-8)."""
+    """With zero modality views the InfoNCE (paper Eq. 11) is -ln(1/(2b-1) + 1e-8)."""
     from recbole_mmssl.model.mmssl import MMSSL
 
     model = MMSSL.__new__(MMSSL)

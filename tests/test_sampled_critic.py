@@ -1,5 +1,5 @@
 """The sampled critic (discriminator: sampled): the rows' values at sampled columns equal the dense
-rows of spec §4-§5, its size does not grow with the items, and its loss matches a hand computation."""
+rows (paper Eqs. 3, 5), its size does not grow with the items, and its loss matches a hand computation."""
 
 import numpy as np
 import pytest

@@ -63,7 +63,7 @@ def test_user_batches(toy_multimodal, in_tmp):
 
 
 def test_forward_equals_the_spec_equations_in_dense_numpy(toy_multimodal, in_tmp):
-    """Spec §3.1-3.7 written out with dense float64 matrices, against MMSSL.forward in eval mode,
+    """The forward pass (paper Eqs. 2, 8-10, 12, as the released code computes them) written out with dense float64 matrices, against MMSSL.forward in eval mode,
     with non-empty modality graphs (after one rebuild) so that every branch contributes."""
     config, _, _ = toy_multimodal
     _, (train, _, _), model, trainer = mmssl(config, graph_topk_rate=0.05, graph_period=1)
@@ -173,7 +173,7 @@ def test_baby_settings_switch_the_contrastive_branch_off(toy_multimodal, in_tmp,
 
 def test_batch_graph_accumulates_across_epochs_with_period_two():
     """T = 2: batches 0 and 1 accumulate, 2 rebuilds from them, 3 accumulates and is carried
-    into the next epoch's first rebuild (spec §8.3)."""
+    into the next epoch's first rebuild (docs/design.md, 'Modality graphs')."""
     p, q = one_sided_graphs(torch.tensor([0]), torch.tensor([1]), torch.ones(1), 6, 5)
     graph = ModalityGraph(["image"], 6, 5, (p, q), k=1, period=2, pairing="aligned", update="batch")
     rows = {1: [0.0, 1, 0, 0], 2: [0.0, 0, 1, 0], 3: [1.0, 0, 0, 0], 4: [0.0, 0, 0, 1], 5: [0.0, 1, 0, 0]}
@@ -506,7 +506,7 @@ def test_shared_forward_trains_exactly_as_two_forwards_without_dropout(toy_multi
 
 def test_shared_forward_gives_the_critic_the_discriminator_steps_columns(toy_multimodal, in_tmp):
     """Sampled critic: the recommender step's generator loss reads the discriminator step's column
-    sets, at values computed here from the dense relation rows of spec §4."""
+    sets, at values computed here from the dense relation rows (paper Eq. 3)."""
     from recbole_mmssl.model.mmssl.relation_rows import relation_rows
 
     config, _, _ = toy_multimodal

@@ -1,4 +1,4 @@
-"""VBPR: the score is the ID part plus the content part (baselines spec §2.9), the loss against a
+"""VBPR: the score is the ID part plus the content part (hand-worked oracle V1), the loss against a
 full-catalogue projection, the paper's biases, and training end to end."""
 
 import numpy as np

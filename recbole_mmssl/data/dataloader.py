@@ -1,4 +1,4 @@
-"""User-based training batches as MMSSL samples them (spec §11.2).
+"""User-based training batches as MMSSL's released code samples them (docs/design.md, 'Training loop').
 
 An epoch has floor(n_train / b) + 1 batches. Each batch draws b distinct users uniformly from
 the users with training items (batches are independent draws), one positive uniformly from

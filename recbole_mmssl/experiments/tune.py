@@ -47,9 +47,9 @@ class SearchSpaceError(InputError):
     """A search-space file that cannot be used as it is."""
 
 
-def _domain(tune, path, name, spec):
+def _domain(tune, path, name, entry):
     """A Ray Tune domain from one ``{sampler: args}`` entry of a YAML search space."""
-    (sampler, args), = spec.items()
+    (sampler, args), = entry.items()
     if sampler not in SAMPLERS:
         raise SearchSpaceError(f"{path}: {name} uses sampler {sampler!r}; use one of {sorted(SAMPLERS)}.")
     if sampler in ("choice", "grid"):
@@ -106,14 +106,14 @@ def load_search_space(path):
             entries = yaml.safe_load(f) or {}
         if not isinstance(entries, dict):
             raise SearchSpaceError(f"{path} must map config keys to search spaces.")
-        for name, spec in entries.items():
-            if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SAMPLERS:
-                space[name] = _domain(tune, path, name, spec)
-            elif isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) not in SAMPLERS:
-                raise SearchSpaceError(f"{path}: {name} uses sampler {next(iter(spec))!r}; "
+        for name, entry in entries.items():
+            if isinstance(entry, dict) and len(entry) == 1 and next(iter(entry)) in SAMPLERS:
+                space[name] = _domain(tune, path, name, entry)
+            elif isinstance(entry, dict) and len(entry) == 1 and next(iter(entry)) not in SAMPLERS:
+                raise SearchSpaceError(f"{path}: {name} uses sampler {next(iter(entry))!r}; "
                                        f"use one of {sorted(SAMPLERS)}.")
             else:
-                fixed[name] = spec
+                fixed[name] = entry
     else:
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):

@@ -3,7 +3,7 @@
 Zhou, Zhou, Zhang, Liu, Zhang, Wang, Miao. WWW 2023. Public code followed: enoche/BM3 (the same
 model as MMRec's src/models/bm3.py).
 
-Where the public code departs from the paper (baselines spec §5.7), this module follows the
+Where the public code departs from the paper (docs/design.md, 'The baselines'), this module follows the
 code: the graph layers are LightGCN's (no self-loops, weights or nonlinearity); the loss is
 L_rec + reg_weight L_reg + cl_weight (L_align + L_mask) with cl_weight 2; the regulariser is the
 unsquared Frobenius norm of all users' and items' readouts over the number of items; the raw

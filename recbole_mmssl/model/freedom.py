@@ -4,7 +4,7 @@ Recommendation.
 Zhou, Shen. MM 2023. Public code followed: enoche/FREEDOM (the same model as MMRec's
 src/models/freedom.py).
 
-Where the public code departs from the paper (baselines spec §4.9), this module follows the
+Where the public code departs from the paper (docs/design.md, 'The baselines'), this module follows the
 code: each modality's binary kNN graph is normalised by its row sums on both sides, so every
 entry is 1/k; the raw feature tables are trainable through the modality BPR term
 (``freeze_features`` keeps them fixed); the loss has no L2 term. The item graph is built once,

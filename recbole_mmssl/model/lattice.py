@@ -2,10 +2,10 @@
 
 Zhang, Zhu, Liu, Wu, Wang, Wang. ACM MM 2021. Public code: https://github.com/CRIPAC-DIG/LATTICE
 (``codes/Models.py``) and MMRec's port, https://github.com/enoche/MMRec ``src/models/lattice.py``.
-Section numbers (§) refer to the project's baselines specification, ``spec/baselines.md`` §3.
+The names (S̃, K, A, λ, α) are the LATTICE paper's.
 
 The defaults follow MMRec's code, which produced the published MMRec numbers; where it departs
-from the paper (§3.7) the paper's reading is an option where it changes the computation:
+from the paper the paper's reading is an option where it changes the computation:
 
 * graph mixing: the code normalises the mixed learned graph, (1-λ) N(Σ α_m K^m) + λ Σ α_m S̃^m;
   the paper mixes per modality, Σ α_m (λ S̃^m + (1-λ) N(K^m)) (``lattice_mix``; equal for one modality);
@@ -18,10 +18,10 @@ from the paper (§3.7) the paper's reading is an option where it changes the com
   λ‖Θ‖² and Xavier. The code's forms are used, without options.
 
 MMRec ran on torch 1.11, whose zero-filled gradients let Adam keep moving the graph's parameters
-on the batches that reuse the graph; ``torch111_zero_grad`` emulates that (§3.3).
+on the batches that reuse the graph; ``torch111_zero_grad`` emulates that.
 
 The item graphs are kept as sparse (rows, cols, values) triples with I·k entries per modality:
-the dense items x items matrices of the code are never formed (§3.8).
+the dense items x items matrices of the code are never formed.
 """
 
 import torch
@@ -38,7 +38,7 @@ CHOICES = {"cf_model": ("lightgcn", "mf"), "lattice_mix": ("code", "paper"), "gr
 
 
 def weighted_knn_graph(features, k):
-    """LATTICE's N(K) (§1.2): the k most cosine-similar items of each item, itself included,
+    """LATTICE's N(K): the k most cosine-similar items of each item, itself included,
     weighted by the cosine and normalised by the row sums on both sides; (rows, cols, values)."""
     rows, cols, cosines = knn_neighbours(features, k)
     return rows, cols, row_sum_normalise(rows, cols, cosines, features.shape[0])
@@ -90,7 +90,7 @@ class LATTICE(MultiModalRecommender):
             self.modal_logits = nn.Parameter(torch.full((len(self.modalities),), 0.5))
         else:  # one modality is not weighted
             self.modal_logits = None
-        for m in self.modalities:  # S̃^m, from the features as loaded; never rebuilt, though they are trained (§3.1)
+        for m in self.modalities:  # S̃^m, from the features as loaded; never rebuilt, though they are trained
             with torch.no_grad():
                 rows, cols, values = weighted_knn_graph(self.features(m), self.knn_k)
             self.register_buffer(f"original_index_{m}", torch.stack([rows, cols]), persistent=False)
@@ -113,7 +113,7 @@ class LATTICE(MultiModalRecommender):
         return list(torch.softmax(self.modal_logits, dim=0))
 
     def item_graph(self):
-        """The item graph A of §3.3(a) from the current parameters, as coalesced (rows, cols, values).
+        """The learned item graph A from the current parameters, as coalesced (rows, cols, values).
 
         Learned graphs: top-k neighbours of Z^m = X^m W_m^T + b_m found without gradient, the kept
         cosines recomputed with it, so gradients reach ω, W_m, b_m and X^m through the values and
@@ -164,14 +164,14 @@ class LATTICE(MultiModalRecommender):
         return self._epoch_graph, False
 
     def item_graph_embeddings(self, graph):
-        """H = A^{n_layers} E_i (§3.3(b))."""
+        """H = A^{n_layers} E_i: the item graph convolution."""
         h = self.item_embedding.weight
         for _ in range(self.n_layers):
             h = spmm_edges(*graph, h)
         return h
 
     def propagate(self, graph):
-        """Final (users, items) of §3.3(c-d) given the item graph: the backbone's item vectors plus
+        """Final (users, items) given the item graph: the backbone's item vectors plus
         the unit-length rows of H."""
         if self.cf_model == "lightgcn":
             users, items = lightgcn(self.adjacency, self.user_embedding.weight, self.item_embedding.weight,
@@ -181,7 +181,7 @@ class LATTICE(MultiModalRecommender):
         return users, items + rownorm(self.item_graph_embeddings(graph))
 
     def final_embeddings(self):
-        """Scoring vectors with A freshly built from the current parameters (§3.5)."""
+        """Scoring vectors with A freshly built from the current parameters."""
         return self.propagate(self.item_graph())
 
     def graph_parameters(self):
@@ -194,11 +194,11 @@ class LATTICE(MultiModalRecommender):
         return params
 
     def calculate_loss(self, interaction):
-        """BPR plus reg_weight · ½(‖u‖² + ‖i+‖² + ‖i-‖²) / train_batch_size on the final vectors (§3.4).
+        """BPR plus reg_weight · ½(‖u‖² + ‖i+‖² + ‖i-‖²) / train_batch_size on the final vectors (MMRec's loss).
 
         With ``torch111_zero_grad``, batches that reuse the graph add 0 · Σ(graph parameters), so
         those parameters get zero rather than no gradients, and Adam's momentum keeps moving them
-        as under MMRec's torch 1.11, whose ``zero_grad`` zero-filled gradients (§3.3).
+        as under MMRec's torch 1.11, whose ``zero_grad`` zero-filled gradients.
         """
         graph, rebuilt = self.training_graph()
         users, items = self.propagate(graph)

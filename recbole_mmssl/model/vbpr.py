@@ -2,7 +2,7 @@
 
 He, McAuley. AAAI 2016. Public code followed: MMRec (enoche/MMRec, src/models/vbpr.py).
 
-Where the public code departs from the paper (baselines spec §2.7), this module follows the
+Where the public code departs from the paper (docs/design.md, 'The baselines'), this module follows the
 code: the content is every modality concatenated in the order of ``modalities`` (the paper:
 one visual vector); the projection has a bias, which is ranking-neutral; latent and content
 factors are both ``embedding_size`` wide; no global, user or item biases (``use_bias: True``

@@ -1,6 +1,6 @@
 """MMSSLTrainer: per batch one discriminator step (Adam), then one recommender step (AdamW).
 
-Spec §11.3. Both modules stay in training mode. The recommender's gradients never reach the
+As the released code does (docs/design.md, 'Training loop'). Both modules stay in training mode. The recommender's gradients never reach the
 discriminator's parameters: the discriminator is frozen during the recommender step (the
 reference computes those gradients and throws them away). In distributed training
 (:mod:`recbole_mmssl.common.distributed`) each rank trains on its share of every batch.
@@ -22,7 +22,7 @@ from recbole_mmssl.errors import InputError
 
 class EpochHookMixin:
     """Before each training epoch: the model's ``pre_epoch_processing()`` where it has one
-    (LATTICE's graph rebuild, FREEDOM's edge pruning; baselines spec §1.5), and the learning
+    (LATTICE's graph rebuild, FREEDOM's edge pruning), and the learning
     rate ``learning_rate * a^(epoch / b)`` where ``learning_rate_decay`` is [a, b] (MMRec's
     per-epoch LambdaLR, computed from the epoch so that resumed runs agree)."""
 

@@ -1,4 +1,4 @@
-"""MMSSL's discriminator (spec §6) and its WGAN-GP losses (spec §7).
+"""MMSSL's discriminator (paper Eq. 4) and its WGAN-GP losses (paper Eqs. 6-7).
 
 The discriminator scores a user's relation row over all I items. It is always used in
 training mode (batch statistics, dropout on), as the reference code does.

@@ -1,4 +1,4 @@
-"""MMSSL's own layers: GNN propagation (spec §3.6) and cross-modal attention (§3.4).
+"""MMSSL's own layers: GNN propagation (paper Eq. 10) and cross-modal attention (paper Eq. 9).
 The graph normalisations they use are shared with the baselines in :mod:`recbole_mmssl.model.graphs`.
 """
 
@@ -15,7 +15,7 @@ LAST_LAYER_NORMS = {"softmax": lambda x: torch.softmax(x, dim=-1), "l2": rownorm
 
 
 def propagate(p, q, users, items, n_layers, last_norm="softmax", alternating=True):
-    """GNN propagation over the training graph; readout = mean of the L+1 layers (spec §3.6).
+    """GNN propagation over the training graph; readout = mean of the L+1 layers (paper Eq. 10).
 
     ``p`` and ``q``: sparse tensors or :class:`recbole_mmssl.model.graphs.SparseOperator`.
 
@@ -42,7 +42,7 @@ def propagate(p, q, users, items, n_layers, last_norm="softmax", alternating=Tru
 
 
 class CrossModalAttention(nn.Module):
-    """Fuses M modality views [N, d] into one [N, d] (spec §3.4).
+    """Fuses M modality views [N, d] into one [N, d] (paper Eq. 9).
 
     ``reference``: what MMSSL's code computes. Its attention weights cancel, so each view goes
     through one shared linear map, concat(H copies) @ W_c, and the results are averaged. W_c

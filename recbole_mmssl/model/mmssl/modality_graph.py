@@ -23,7 +23,7 @@ def topk_pairs(users, top, pairing):
 
 
 class ModalityGraph:
-    """Per-modality user-item graphs G^m and their normalised P^m, Q^m (spec §8).
+    """Per-modality user-item graphs G^m and their normalised P^m, Q^m (paper Eq. 8; docs/design.md, 'Modality graphs').
 
     Before the first rebuild every modality uses the training graph. After each batch the
     graph either accumulates that batch's top-k pairs or, every ``period`` batches (never at

@@ -1,7 +1,7 @@
 """MMSSL: Multi-Modal Self-Supervised Learning for Recommendation.
 
 Wei, Huang, Xia, Zhang. WWW 2023. Reference code: https://github.com/HKUDS/MMSSL (MMSSL/).
-Section numbers (§) refer to the project's algorithm specification.
+Equations are the paper's; docs/design.md describes where the released code departs from it.
 """
 
 from logging import getLogger
@@ -24,7 +24,7 @@ from recbole_mmssl.model.mmssl.sampled_critic import (SetCritic, blockwise_topk,
                                                       set_critic_loss)
 from recbole_mmssl.model.abstract_recommender import MultiModalRecommender
 
-# The four paper-vs-code switches of spec §14 that default to ~ and follow ``variant``; the
+# The four paper-vs-code switches that default to ~ and follow ``variant`` (docs/design.md); the
 # presets' other keys are in properties/model/MMSSL.yaml (``presets``).
 VARIANTS = {
     "reference": {"attention": "reference", "d_negative_slope": 1.0, "graph_update": "batch",
@@ -49,7 +49,7 @@ def resolve_variant(config):
 
 
 class MMSSLOutput(NamedTuple):
-    """One forward pass over all users and items (spec §3.8)."""
+    """One forward pass over all users and items: what the losses and the evaluation read."""
 
     user: torch.Tensor  # E*_U, final user embeddings [n_users, d]
     item: torch.Tensor  # E*_I, final item embeddings [n_items, d]
@@ -146,7 +146,7 @@ class MMSSL(MultiModalRecommender):
             logger.warning(
                 "graph_period = 1: each rebuild uses the pairs of one batch and every other rebuild finds none, "
                 "so the modality graphs are empty for most batches and at evaluation (reference behaviour, "
-                "spec §8.3). Set graph_update: full for graphs over all users.")
+                "docs/design.md, 'Modality graphs'). Set graph_update: full for graphs over all users.")
 
     def _warn_slow_precision(self, precision):
         if self.device.type != "cpu":
@@ -158,7 +158,7 @@ class MMSSL(MultiModalRecommender):
             getLogger().warning("This CPU has no native bfloat16 support: mixed_precision: bf16 may be slower.")
 
     def _init_graphs(self, dataset, adjacency_norm):
-        """Training graph P, Q (spec §1.3), the GNN's graph (P, Q or LightGCN's symmetric
+        """Training graph P, Q (one-sided normalisation, docs/design.md), the GNN's graph (P, Q or LightGCN's symmetric
         normalisation) and the CSR arrays that give each batch its entries of R."""
         self.operators = OperatorCache()  # CSR copies of the graphs for the forward pass's products
         users, items = training_edges(dataset, self.device)
@@ -183,7 +183,7 @@ class MMSSL(MultiModalRecommender):
         return rows, cols
 
     def forward(self):
-        """All users' and items' representations (spec §3), in the module's train/eval mode."""
+        """All users' and items' representations (paper Eqs. 2, 8-10, 12), in the module's train/eval mode."""
         graphs = self.operators
         graphs.refresh([self.train_p, self.train_q, self.gnn_p, self.gnn_q,
                         *(g for pair in self.modality_graph.graphs.values() for g in pair)])
@@ -206,11 +206,11 @@ class MMSSL(MultiModalRecommender):
         return MMSSLOutput(users, items, feat_user, feat_item, view_user)
 
     def modality_rows(self, out, users, entries):
-        """Generator rows S^m_B for each modality (spec §4), with autograd."""
+        """Generator rows S^m_B for each modality (paper Eq. 3), with autograd."""
         return {m: relation_rows(out.feat_user[m][users], out.feat_item[m][1:], entries) for m in self.modalities}
 
     def discriminator_loss(self, interaction, grad_scale=1.0):
-        """WGAN-GP loss of the discriminator step (spec §7, §11.3 step 2); inputs carry no gradient.
+        """WGAN-GP loss of the discriminator step (paper Eqs. 6-7); inputs carry no gradient.
 
         fake = [S^m_B for each modality] stacked, real = the real rows stacked as many times.
         ``grad_scale``: the float16 loss scale for the gradient penalty's inner gradient.
@@ -238,9 +238,9 @@ class MMSSL(MultiModalRecommender):
         return discriminator_loss(self.discriminator, real, fake, self.gp_weight, grad_scale)
 
     def calculate_loss(self, interaction):
-        """Recommender-step losses (spec §10), weighted: (bpr, emb_reg, feat_reg, contrastive, generator).
+        """Recommender-step losses (paper Eqs. 13-14), weighted: (bpr, emb_reg, feat_reg, contrastive, generator).
 
-        Also does the modality-graph bookkeeping of spec §8 for this batch.
+        Also does the modality-graph bookkeeping (paper Eq. 8) for this batch.
         """
         users = interaction[self.USER_ID]
         pos, neg = interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
@@ -280,7 +280,7 @@ class MMSSL(MultiModalRecommender):
         return bpr, emb_reg, feat_reg, self.cl_weight * contrastive, self.g_weight * generator
 
     def _batch_graph_k(self):
-        """k where this batch's top-k columns feed the modality graphs (spec §8), else None."""
+        """k where this batch's top-k columns feed the modality graphs, else None."""
         return self.modality_graph.k if self.modality_graph.needs_batch_rows() else None
 
     def _discriminator_forward(self, interaction):
@@ -304,7 +304,7 @@ class MMSSL(MultiModalRecommender):
         return self.forward(), None
 
     def contrastive_loss(self, anchors, positives):
-        """InfoNCE of spec §9: anchor b against its final embedding, negatives from both views
+        """InfoNCE (paper Eq. 11): anchor b against its final embedding, negatives from both views
         (in distributed training, from every rank's share of the batch)."""
         z1, z2 = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
         all1, all2 = distributed.gather(z1), distributed.gather(z2)

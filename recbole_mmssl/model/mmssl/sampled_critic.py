@@ -1,7 +1,7 @@
 """MMSSL's adversarial part at catalog scale (``discriminator: sampled``): a set critic that reads
 a user's relation row at a few sampled columns, so that nothing grows faster than the items.
 
-The exact critic (spec §6) reads the whole b x I rows of §4-§5 through an I x I/4 layer. Here
+The exact critic (paper Eq. 4) reads the whole b x I relation and real rows through an I x I/4 layer. Here
 every batch user gets one column set C_u shared by its real and fake rows: its training items
 (up to ``critic_train_items``), the top ``critic_top_items`` columns of its final-embedding row
 and of each modality row (the entries the rows are most about), and ``critic_random_items``
@@ -10,7 +10,7 @@ over the set (DeepSets); its parameters depend on the embedding size, not on I. 
 values at C_u are exact: each row's L2 norm over all I items comes from the Gram matrix
 (||X_u Y^T||^2 = X_u (Y^T Y) X_u^T, minus the masked training entries); the Gumbel softmax's
 normaliser over the columns outside C_u uses the Gumbel expectation E[exp(t G)] = Gamma(1 - t)
-instead of I fresh samples (the noise is scaled by 1e-5: spec §5). WGAN-GP is kept, its penalty
+instead of I fresh samples (the released code scales the noise by 1e-5). WGAN-GP is kept, its penalty
 on the gradient with respect to the values the critic reads. Top-k columns are found block by
 block, so neither the relation rows, the Gumbel rows nor the modality-graph top-k ever exist
 as b x I blocks.
@@ -58,7 +58,7 @@ def masked_row_norms(user_rows, items, entries, item_gram=None):
 
 
 def relation_values(user_rows, items, columns, observed, norms):
-    """The relation rows of spec §4 at ``columns`` (b x K item columns): score / row norm, 0 where
+    """The relation rows (paper Eq. 3) at ``columns`` (b x K item columns): score / row norm, 0 where
     ``observed`` (the column is one of the user's training items)."""
     scores = torch.einsum("bd,bkd->bk", user_rows, items[columns])
     return scores.masked_fill(observed, 0) / norms.unsqueeze(1)
@@ -71,7 +71,7 @@ def _gumbel(shape, like):
 
 def real_values(ui_values, ui_sum, ui_nonzero, observed, n_observed, n_items, tau, noise_scale, form,
                 aux_weight, use_gumbel=True):
-    """The real rows of spec §5 at the sampled columns, without the b x I block.
+    """The real rows (paper Eq. 5) at the sampled columns, without the b x I block.
 
     ``ui_values``: the final-embedding relation row at the columns; ``ui_sum``: that row's sum
     over all I items; ``ui_nonzero``: whether the row is not all zero (then its norm is 1);
