@@ -15,7 +15,8 @@ from torch import nn
 from recbole_mmssl.common import distributed
 from recbole_mmssl.data.dataloader import UserBatchDataLoader
 from recbole_mmssl.errors import InputError
-from recbole_mmssl.model.graphs import ADJACENCY_NORMS, OperatorCache, one_sided_graphs, rownorm, training_edges
+from recbole_mmssl.model.graphs import (ADJACENCY_NORMS, OperatorCache, one_sided_graphs, rownorm, training_edges,
+                                       with_mean_row_sum)
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss, generator_loss
 from recbole_mmssl.model.mmssl.layers import LAST_LAYER_NORMS, CrossModalAttention, propagate
 from recbole_mmssl.model.mmssl.modality_graph import ModalityGraph
@@ -95,7 +96,7 @@ class MMSSL(MultiModalRecommender):
         self._check_choices(config, switches)
 
         self.n_real_items = self.n_items - 1  # internal item 0 is RecBole's padding
-        self._init_graphs(dataset, config["adjacency_norm"])
+        self._init_graphs(dataset, config["adjacency_norm"], config["propagation_gain"])
 
         d = self.embedding_size
         self.user_embedding = nn.Embedding(self.n_users, d)
@@ -157,7 +158,7 @@ class MMSSL(MultiModalRecommender):
         if precision == "bf16" and not native_bf16:
             getLogger().warning("This CPU has no native bfloat16 support: mixed_precision: bf16 may be slower.")
 
-    def _init_graphs(self, dataset, adjacency_norm):
+    def _init_graphs(self, dataset, adjacency_norm, gain=None):
         """Training graph P, Q (one-sided normalisation, docs/design.md), the GNN's graph (P, Q or LightGCN's symmetric
         normalisation) and the CSR arrays that give each batch its entries of R."""
         self.operators = OperatorCache()  # CSR copies of the graphs for the forward pass's products
@@ -166,6 +167,8 @@ class MMSSL(MultiModalRecommender):
         self.train_p, self.train_q = one_sided_graphs(users, items, ones, self.n_users, self.n_items)
         self.gnn_p, self.gnn_q = (self.train_p, self.train_q) if adjacency_norm == "one_sided" else \
             ADJACENCY_NORMS[adjacency_norm](users, items, ones, self.n_users, self.n_items)
+        if gain is not None:
+            self.gnn_p, self.gnn_q = with_mean_row_sum(self.gnn_p, gain), with_mean_row_sum(self.gnn_q, gain)
         indptr = torch.zeros(self.n_users + 1, dtype=torch.long, device=self.device)
         indptr[1:] = torch.cumsum(torch.bincount(users, minlength=self.n_users), 0)
         self.register_buffer("train_indptr", indptr, persistent=False)
