@@ -13,7 +13,6 @@ import numpy as np
 from recbole.evaluator import register
 from recbole.evaluator.base_metric import TopkMetric
 
-from recbole_mmssl.errors import InputError
 
 TEST_MASKS = ("train", "train_valid")
 
@@ -48,17 +47,6 @@ def register_metrics():
     register.metric_types[name] = ReferenceNDCG.metric_type
 
 
-def check_test_mask(config):
-    """Return ``config['test_masked_items']`` after checking it names a known protocol."""
-    value = config["test_masked_items"]
-    if value not in TEST_MASKS:
-        raise InputError(
-            f"Config key 'test_masked_items' is {value!r}; use 'train' (mask only training "
-            "items at test time, as the paper and MMRec do) or 'train_valid' (RecBole's default)."
-        )
-    return value
-
-
 def test_history_sampler(config, train_dataset, test_sampler):
     """The sampler whose used items form the test-time history mask.
 
@@ -66,7 +54,7 @@ def test_history_sampler(config, train_dataset, test_sampler):
     test-phase sampler has used the training and validation items; for the paper's protocol
     a copy is returned whose used items are the training items alone.
     """
-    if check_test_mask(config) == "train_valid":
+    if config["test_masked_items"] == "train_valid":
         return test_sampler
     uid_field, iid_field = train_dataset.uid_field, train_dataset.iid_field
     used = np.array([set() for _ in range(train_dataset.user_num)])

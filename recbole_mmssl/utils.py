@@ -18,7 +18,7 @@ from recbole_mmssl.data.dataset import InteractionDataset, MultiModalDataset
 from recbole_mmssl.trainer.resume import CheckpointMixin
 from recbole_mmssl.trainer.curves import LearningCurveMixin
 from recbole_mmssl.errors import InputError
-from recbole_mmssl.evaluation import check_test_mask, test_history_sampler
+from recbole_mmssl.evaluation import test_history_sampler
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -123,7 +123,6 @@ def data_preparation(config, dataset):
     training loaders and the ``test_masked_items`` protocol switch for full-ranking tests.
     """
     refuse_pickled_caches(config)
-    check_test_mask(config)
     built = dataset.build()
     train_dataset, valid_dataset, test_dataset = built
     train_sampler, valid_sampler, test_sampler = recbole_data_utils.create_samplers(config, dataset, built)

@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from recbole_mmssl import config as config_module
+from recbole_mmssl.config import config as config_module
 from recbole_mmssl.config import Config, plugin_default
+from recbole_mmssl.errors import InputError
 
 
 @pytest.fixture
@@ -99,3 +100,85 @@ def test_input_errors_share_one_class():
     assert issubclass(MissingInputError, InputError) and issubclass(MissingInputError, FileNotFoundError)
     with pytest.raises(InputError, match="'variant' is 'best'"):
         Config(model="MMSSL", dataset="tiktok", config_dict={"variant": "best"})
+
+
+# --- every key's type and range (recbole_mmssl/config/keys.py) ------------------------------------
+
+DERIVED = {"MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "local_rank", "single_spec",
+           "valid_metric_bigger"}  # set by RecBole on every construction, never by a user
+
+
+def keys_read_by_the_package():
+    """Every literal key in ``config[...]``, ``config.get(...)`` and ``final_config_dict[...]``."""
+    import re
+
+    pattern = re.compile(r"""(?:config|final_config_dict)(?:\[|\.get\()\s*["']([A-Za-z_][A-Za-z0-9_]*)["']""")
+    found = {}
+    for path in list((REPO / "recbole_mmssl").rglob("*.py")) + [REPO / "run_recbole_mmssl.py"]:
+        for key in pattern.findall(path.read_text(encoding="utf-8")):
+            found.setdefault(key, path.name)
+    return found
+
+
+def test_every_key_the_package_reads_is_described():
+    from recbole_mmssl.config.keys import KEYS
+
+    read = keys_read_by_the_package()
+    assert len(read) > 60  # the reader finds the package's keys (a regression in it would pass vacuously)
+    missing = {key: where for key, where in read.items() if key not in KEYS and key not in DERIVED}
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("model", ["MMSSL", "VBPR", "LATTICE", "FREEDOM", "BM3", "LightGCN", "BPR", "Pop"])
+@pytest.mark.parametrize("dataset", ["tiktok", "amazon-baby", "amazon-sports", "ml-100k", "allrecipes", "toy"])
+def test_every_shipped_setting_is_allowed(model, dataset):
+    variants = ["reference", "paper", "improved"] if model == "MMSSL" else [None]
+    for variant in variants:
+        Config(model=model, dataset=dataset, config_dict={"data_path": "unused",
+                                                          **({"variant": variant} if variant else {})})
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("graph_topk_rate", -0.1, "a number in [0, 1]"),
+    ("feature_shuffle_seed", "abc", "an integer >= 0"),
+    ("learning_rate", 0, "a number > 0"),
+    ("cl_temperature", -1.0, "a number > 0"),
+    ("feat_dropout", 1.0, "a number in [0, 1)"),
+    ("train_batch_size", 0, "an integer >= 1"),
+    ("epochs", 2.5, "an integer >= 1"),
+    ("use_adversarial", "yes", "True or False"),
+    ("last_layer_norm", "tanh", "one of ['l2', 'none', 'softmax']"),
+    ("d_betas", [0.5], "a list of 2 values, each a number in [0, 1)"),
+    ("modalities", "image", "a list of values, each a non-empty string"),
+    ("feature_dims", [384], "a mapping"),
+    ("graph_period", 0, "an integer >= 1, or one of ['epoch']"),
+    ("port", "http", "a port number 1-65535"),
+])
+def test_a_wrong_value_names_key_value_what_is_allowed_and_where_it_came_from(key, value, allowed):
+    with pytest.raises(InputError) as error:
+        Config(model="MMSSL", dataset="toy", config_dict={"data_path": "unused", key: value})
+    message = str(error.value)
+    assert f"'{key}' is {value!r} (from config_dict)" in message and allowed in message.split("allowed: ", 1)[1]
+
+
+def test_the_origin_is_the_flag_or_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["run", "--cl_temperature=0"])
+    with pytest.raises(InputError, match=r"'cl_temperature' is 0 \(from the flag --cl_temperature\)"):
+        Config(model="MMSSL", dataset="toy", config_dict={"data_path": "unused"})
+    monkeypatch.setattr("sys.argv", ["run"])
+    file = tmp_path / "run.yaml"
+    file.write_text("gp_weight: -2\n")
+    with pytest.raises(InputError, match=rf"'gp_weight' is -2 \(from the config file {file}\)"):
+        Config(model="MMSSL", dataset="toy", config_file_list=[str(file)], config_dict={"data_path": "unused"})
+
+
+def test_a_wrong_value_in_a_properties_file_names_that_file(properties):
+    properties({"model_settings": {"MMSSL": {"g_weight": -1.0}}})
+    with pytest.raises(InputError, match=r"'g_weight' is -1.0 \(from properties/dataset/toy.yaml \(model_settings: MMSSL\)\)"):
+        build()
+
+
+def test_several_wrong_values_in_one_message():
+    with pytest.raises(InputError) as error:
+        Config(model="MMSSL", dataset="toy", config_dict={"data_path": "unused", "n_heads": 0, "gumbel_tau": 0})
+    assert "'n_heads' is 0" in str(error.value) and "'gumbel_tau' is 0" in str(error.value)

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from conftest import REPO
+from recbole_mmssl.config import Config
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss
 from recbole_mmssl.model.mmssl.modality_graph import topk_pairs
 from recbole_mmssl.model.mmssl.relation_rows import real_rows, relation_rows
@@ -318,5 +319,5 @@ def test_feature_norms():
     np.testing.assert_allclose(np.delete(norms, 2), 1, rtol=1e-6)  # row 3 of the table = real row 2
     assert norms[2] == 0 and torch.count_nonzero(unit[0]) == 0
     np.testing.assert_allclose(unit[1].numpy(), raw[1] / np.linalg.norm(raw[1]), rtol=1e-6)
-    with pytest.raises(ValueError, match="feature_norm"):
-        normalise_features(table, "minmax")
+    with pytest.raises(ValueError, match="feature_norm"):  # refused when the configuration is built
+        Config(model="MMSSL", dataset="toy", config_dict={"data_path": "unused", "feature_norm": "minmax"})

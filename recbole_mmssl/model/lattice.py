@@ -28,13 +28,11 @@ import torch
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import (
     bpr_loss, coalesce_edges, cosine_values, knn_neighbours, lightgcn, node_adjacency, row_sum_normalise, rownorm,
     spmm_edges, training_edges)
 from recbole_mmssl.model.abstract_recommender import MultiModalRecommender
 
-CHOICES = {"cf_model": ("lightgcn", "mf"), "lattice_mix": ("code", "paper"), "graph_rebuild": ("epoch", "batch")}
 
 
 def weighted_knn_graph(features, k):
@@ -76,9 +74,6 @@ class LATTICE(MultiModalRecommender):
         self.torch111_zero_grad = config["torch111_zero_grad"]
         self.reg_weight = config["reg_weight"]
         self.batch_size = config["train_batch_size"]
-        for key, allowed in CHOICES.items():
-            if config[key] not in allowed:
-                raise InputError(f"Config key {key!r} is {config[key]!r}; use one of {allowed}.")
 
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)

@@ -9,6 +9,6 @@
 * ``sampled_critic``: the critic over sampled columns, for large catalogs (``discriminator: sampled``).
 """
 
-from recbole_mmssl.model.mmssl.recommender import CHOICES, MMSSL, VARIANTS, MMSSLOutput, resolve_variant
+from recbole_mmssl.model.mmssl.recommender import MMSSL, VARIANTS, MMSSLOutput, resolve_variant
 
-__all__ = ["MMSSL", "MMSSLOutput", "VARIANTS", "CHOICES", "resolve_variant"]
+__all__ = ["MMSSL", "MMSSLOutput", "VARIANTS", "resolve_variant"]

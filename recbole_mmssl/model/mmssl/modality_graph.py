@@ -34,8 +34,6 @@ class ModalityGraph:
     """
 
     def __init__(self, modalities, n_users, n_items, train_graph, k, period, pairing, update):
-        if period != "epoch" and not (isinstance(period, int) and period >= 1):
-            raise InputError(f"graph_period must be a positive number of batches or 'epoch', not {period!r}")
         self.modalities, self.n_users, self.n_items = list(modalities), n_users, n_items
         self.k, self.period, self.pairing, self.update = k, period, pairing, update
         self.train_graph = train_graph

@@ -18,7 +18,7 @@ from recbole_mmssl.errors import InputError
 from recbole_mmssl.model.graphs import (ADJACENCY_NORMS, OperatorCache, one_sided_graphs, rownorm, training_edges,
                                        with_mean_row_sum)
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss, generator_loss
-from recbole_mmssl.model.mmssl.layers import LAST_LAYER_NORMS, CrossModalAttention, propagate
+from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate
 from recbole_mmssl.model.mmssl.modality_graph import ModalityGraph
 from recbole_mmssl.model.mmssl.relation_rows import real_rows, relation_rows
 from recbole_mmssl.model.mmssl.sampled_critic import (SetCritic, blockwise_topk, column_sets, critic_inputs,
@@ -33,11 +33,6 @@ VARIANTS = {
     "paper": {"attention": "paper", "d_negative_slope": 0.01, "graph_update": "full", "graph_pairing": "aligned"},
 }
 VARIANTS["improved"] = VARIANTS["reference"]  # its changes are in the yaml presets
-CHOICES = {"gumbel_form": ("orig", "head"), "graph_update": ("batch", "full"),
-           "graph_pairing": ("reference", "aligned"), "attention": ("reference", "paper"),
-           "mixed_precision": (None, "bf16", "fp16"), "adjacency_norm": tuple(ADJACENCY_NORMS),
-           "propagation": ("alternating", "simultaneous"), "discriminator": ("exact", "sampled"),
-           "last_layer_norm": tuple(LAST_LAYER_NORMS)}
 PRECISIONS = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -93,7 +88,6 @@ class MMSSL(MultiModalRecommender):
         self.alternating = config["propagation"] == "alternating"
         self.shared_forward = config["shared_forward"]
         self._shared = None  # the discriminator step's batch, forward output and critic columns (shared_forward)
-        self._check_choices(config, switches)
 
         self.n_real_items = self.n_items - 1  # internal item 0 is RecBole's padding
         self._init_graphs(dataset, config["adjacency_norm"], config["propagation_gain"])
@@ -128,12 +122,6 @@ class MMSSL(MultiModalRecommender):
         self.other_parameter_name = ["modality_graph"]
         self._warn_degenerate_graph(k, config["graph_period"])
         self._warn_slow_precision(config["mixed_precision"])
-
-    def _check_choices(self, config, switches):
-        for key, allowed in CHOICES.items():
-            value = switches.get(key, config[key])
-            if value not in allowed:
-                raise InputError(f"Config key {key!r} is {value!r}; use one of {allowed}.")
 
     def _warn_degenerate_graph(self, k, period):
         logger = getLogger()

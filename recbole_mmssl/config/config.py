@@ -19,6 +19,7 @@ from recbole.config.configurator import Config as RecBoleConfig
 from recbole.utils import argument_list
 
 from recbole_mmssl.common import distributed
+from recbole_mmssl.config import keys
 from recbole_mmssl.common.compat import install_numpy_aliases
 from recbole_mmssl.errors import InputError
 from recbole_mmssl.utils import get_model, properties_dir, repository_dataset_dir
@@ -33,9 +34,14 @@ class Config(RecBoleConfig):
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, command_line=True):
         self._command_line = command_line
+        self.origins, self._file_origins = {}, {}  # key -> where its value came from, in words (for error messages)
         super().__init__(model, dataset, config_file_list, config_dict)
+        self.origins.update(self._file_origins)  # later sources win, as in RecBole's layering
+        self.origins.update({key: "config_dict" for key in self.variable_config_dict})
+        self.origins.update({key: f"the flag --{key}" for key in self.cmd_config_dict})
         if command_line:
             self._warn_unknown_keys()
+        keys.check(self)
 
     @classmethod
     def from_values(cls, values):
@@ -54,12 +60,24 @@ class Config(RecBoleConfig):
     def _load_cmd_line(self):
         return super()._load_cmd_line() if self._command_line else {}
 
+    def _load_config_files(self, file_list):
+        for file in file_list or []:
+            with open(file, encoding="utf-8") as f:
+                content = yaml.safe_load(f)
+            self._file_origins.update({key: f"the config file {file}" for key in content or {}})
+        return super()._load_config_files(file_list)
+
+    def _update_internal_config_dict(self, file):
+        content = super()._update_internal_config_dict(file)
+        self.origins.update({key: f"{_short(file)}" for key in content or {}})
+        return content
+
     def _warn_unknown_keys(self):
         known = known_keys() | set(self.internal_config_dict)
         for key in sorted(set(self.external_config_dict) - known):
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            getLogger(__name__).warning(f"Config key {key!r} is not a setting of RecBole or of this plugin, "
+            getLogger("recbole_mmssl.config").warning(f"Config key {key!r} is not a setting of RecBole or of this plugin, "
                                         f"so it has no effect{hint}")
 
     def compatibility_settings(self):
@@ -90,6 +108,7 @@ class Config(RecBoleConfig):
         model_settings = dict(self.internal_config_dict.pop("model_settings", None) or {}).get(model) or {}
         dataset_presets = model_settings.pop("presets", None) or {}
         self.internal_config_dict.update(model_settings)
+        self.origins.update({key: f"{_short(dataset_file)} (model_settings: {model})" for key in model_settings})
         self._apply_preset(model, dataset, dataset_presets)
 
     def _apply_preset(self, model, dataset, dataset_presets):
@@ -107,6 +126,9 @@ class Config(RecBoleConfig):
                              f"does not have; its presets are {sorted(presets)}.")
         self.internal_config_dict.update(presets[variant] or {})
         self.internal_config_dict.update(dataset_presets.get(variant) or {})
+        self.origins.update({key: f"the {variant!r} preset" for key in presets[variant] or {}})
+        self.origins.update({key: f"the {variant!r} preset of properties/dataset/{dataset}.yaml"
+                             for key in dataset_presets.get(variant) or {}})
 
     def _init_device(self):
         """RecBole's device choice; in a process of :func:`recbole_mmssl.common.distributed.spawn`
@@ -138,6 +160,17 @@ class Config(RecBoleConfig):
             if bundled.exists():
                 data_path = bundled
         return str(data_path.resolve())
+
+
+def _short(path):
+    """A properties file's path from ``properties/`` on (RecBole's own: ``recbole/properties/...``)."""
+    parts = Path(path).parts
+    for anchor in ("properties",):
+        if anchor in parts:
+            start = len(parts) - 1 - parts[::-1].index(anchor)
+            prefix = "recbole/" if "recbole" in parts[:start] and "recbole_mmssl" not in str(path) else ""
+            return prefix + "/".join(parts[start:])
+    return str(path)
 
 
 @lru_cache(maxsize=1)
