@@ -380,11 +380,12 @@ def test_reference_is_unchanged_by_the_new_switches(toy_multimodal, in_tmp):
     three alternating steps, then the same forward, exactly."""
     config, _, _ = toy_multimodal
     defaults = {"last_layer_norm": "softmax", "adjacency_norm": "one_sided", "propagation": "alternating",
-                "feature_norm": "none", "feature_shuffle_seed": None, "feat_reg_weight": 1e-5}
+                "propagation_gain": None, "feature_norm": "none", "feature_shuffle_seed": None,
+                "feat_reg_weight": 1e-5}
     runs = []
     for extra in ({}, defaults):
         _, (train, _, _), model, trainer = mmssl(config, graph_topk_rate=0.05, **extra)
-        trainer._reseed(0)
+        trainer._reseed(0, train)
         model.train()
         model.start_epoch()
         losses = []

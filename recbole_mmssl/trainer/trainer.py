@@ -1,8 +1,9 @@
 """MMSSLTrainer: per batch one discriminator step (Adam), then one recommender step (AdamW).
 
-As the released code does (docs/design.md, 'Training loop'). Both modules stay in training mode. The recommender's gradients never reach the
-discriminator's parameters: the discriminator is frozen during the recommender step (the
-reference computes those gradients and throws them away). In distributed training
+As the released code does (docs/design.md, 'Training loop'). Both modules stay in training
+mode. The recommender's gradients never reach the discriminator's parameters: the discriminator
+is frozen during the recommender step (the reference computes those gradients and throws them
+away). In distributed training
 (:mod:`recbole_mmssl.common.distributed`) each rank trains on its share of every batch.
 """
 
@@ -21,10 +22,26 @@ from recbole_mmssl.errors import InputError
 
 
 class EpochHookMixin:
-    """Before each training epoch: the model's ``pre_epoch_processing()`` where it has one
-    (LATTICE's graph rebuild, FREEDOM's edge pruning), and the learning
-    rate ``learning_rate * a^(epoch / b)`` where ``learning_rate_decay`` is [a, b] (MMRec's
-    per-epoch LambdaLR, computed from the epoch so that resumed runs agree)."""
+    """Before each training epoch, for every model: the random generators reseeded from (seed,
+    epoch), the training loader's shuffling generator included, so that a run resumed from a
+    checkpoint goes on exactly as the uninterrupted run would have; the learning rate
+    ``learning_rate * a^(epoch / b)`` where ``learning_rate_decay`` is [a, b] (MMRec's per-epoch
+    LambdaLR, computed from the epoch for the same reason); and the model's
+    ``pre_epoch_processing()`` where it has one (LATTICE's graph rebuild, FREEDOM's edge pruning)."""
+
+    def _epoch_seed(self, epoch_idx, *keys):
+        return int(np.random.SeedSequence([self.config["seed"], epoch_idx, *keys]).generate_state(1)[0])
+
+    def _reseed(self, epoch_idx, train_data):
+        """Python's, NumPy's and torch's generators from (seed, epoch) (and the rank, in distributed
+        training); the loader's own shuffling generator from (seed, epoch), the same on every rank."""
+        seed = self._epoch_seed(epoch_idx, *([distributed.rank()] if distributed.active() else []))
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        generator = getattr(train_data, "generator", None)
+        if generator is not None:
+            generator.manual_seed(self._epoch_seed(epoch_idx))
 
     def _before_epoch(self, epoch_idx):
         decay = self.config["learning_rate_decay"]
@@ -37,6 +54,7 @@ class EpochHookMixin:
             hook()
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._reseed(epoch_idx, train_data)
         self._before_epoch(epoch_idx)
         return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
 
@@ -66,19 +84,9 @@ class MMSSLTrainer(EpochHookMixin, LearningCurveMixin, CheckpointMixin, Trainer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         # the critic's own loss has O(1) gradients: no scaling needed to avoid underflow at the start
         self.d_scaler = torch.amp.GradScaler(self.device.type, init_scale=1.0, enabled=fp16)
-        self.seed = config["seed"]
         if distributed.active():
             distributed.broadcast([*model.parameters(), *model.buffers()])
             distributed.log_split(config["train_batch_size"])
-
-    def _epoch_seed(self, epoch_idx, *keys):
-        return int(np.random.SeedSequence([self.seed, epoch_idx, *keys]).generate_state(1)[0])
-
-    def _reseed(self, epoch_idx):
-        seed = self._epoch_seed(epoch_idx, *([distributed.rank()] if distributed.active() else []))
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
 
     @staticmethod
     def _scaled_step(loss, optimizer, scaler):
@@ -111,7 +119,7 @@ class MMSSLTrainer(EpochHookMixin, LearningCurveMixin, CheckpointMixin, Trainer)
         return [loss.detach() for loss in losses], taken
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        self._reseed(epoch_idx)
+        self._reseed(epoch_idx, train_data)
         if distributed.active():  # every rank draws the same batches
             train_data.batch_generator = torch.Generator().manual_seed(self._epoch_seed(epoch_idx))
         self._before_epoch(epoch_idx)
