@@ -13,9 +13,10 @@ from logging import getLogger
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_mmssl.common import distributed
-from recbole_mmssl.config import Config
+from recbole_mmssl.config import Config, keys
 from recbole_mmssl.trainer.checkpoint import decode_other, load_checkpoint
-from recbole_mmssl.utils import create_dataset, data_preparation, get_trainer
+from recbole_mmssl.trainer.resume import load_resumable
+from recbole_mmssl.utils import check_inputs, create_dataset, data_preparation, get_trainer
 
 
 def prepare_data(config, dataset=None):
@@ -70,6 +71,8 @@ def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_di
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``, ``test_result``.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    check_inputs(config)
+    resumed = load_resumable(resume_checkpoint, config) if resume_checkpoint else None  # before anything is written
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -79,7 +82,7 @@ def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_di
     trainer = build_trainer(config, train_data)
     logger.info(trainer.model)
     if resume_checkpoint:
-        trainer.resume_checkpoint(resume_checkpoint)
+        trainer.resume_checkpoint(resume_checkpoint, resumed)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -131,6 +134,8 @@ def load_data_and_model(model_file, config_changes=None):
     changes = config_changes(config) if callable(config_changes) else config_changes
     for key, value in (changes or {}).items():
         config[key] = value
+        config.origins[key] = "the tool's options"
+    keys.check(config)
     init_logger(config)
     dataset, (train_data, valid_data, test_data) = prepare_data(config)
     model = build_model(config, train_data)

@@ -14,7 +14,7 @@ from recbole.utils import get_model as get_recbole_model
 from recbole.utils import get_trainer as get_recbole_trainer
 
 from recbole_mmssl import trainer as plugin_trainers
-from recbole_mmssl.data.dataset import InteractionDataset, MultiModalDataset
+from recbole_mmssl.data.dataset import InteractionDataset, MultiModalDataset, check_dataset_files
 from recbole_mmssl.trainer.resume import CheckpointMixin
 from recbole_mmssl.trainer.curves import LearningCurveMixin
 from recbole_mmssl.errors import InputError
@@ -101,6 +101,14 @@ def refuse_pickled_caches(config):
             f"Config keys {asked} ask for a pickled dataset or dataloader cache. recbole-mmssl builds the "
             "dataset from its files on every run and never loads such a cache (unpickling a file can run "
             "code); remove the keys or set them to False / ~.")
+
+
+def check_inputs(config):
+    """What a run reads, checked before anything is built or written: no pickled caches asked
+    for, and the dataset folder with its interaction and feature files."""
+    refuse_pickled_caches(config)
+    if config["MODEL_TYPE"] == ModelType.GENERAL:
+        check_dataset_files(config, multimodal=getattr(config.model_class, "multimodal", False))
 
 
 def create_dataset(config):

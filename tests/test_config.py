@@ -141,7 +141,7 @@ def test_every_shipped_setting_is_allowed(model, dataset):
 @pytest.mark.parametrize("key, value, allowed", [
     ("graph_topk_rate", -0.1, "a number in [0, 1]"),
     ("feature_shuffle_seed", "abc", "an integer >= 0"),
-    ("learning_rate", 0, "a number > 0"),
+    ("learning_rate", -0.1, "a number >= 0"),
     ("cl_temperature", -1.0, "a number > 0"),
     ("feat_dropout", 1.0, "a number in [0, 1)"),
     ("train_batch_size", 0, "an integer >= 1"),

@@ -21,7 +21,7 @@ from recbole.utils import argument_list
 from recbole_mmssl.common import distributed
 from recbole_mmssl.config import keys
 from recbole_mmssl.common.compat import install_numpy_aliases
-from recbole_mmssl.errors import InputError
+from recbole_mmssl.errors import InputError, MissingInputError
 from recbole_mmssl.utils import get_model, properties_dir, repository_dataset_dir
 
 DEFAULT_MODEL = "MMSSL"
@@ -30,14 +30,17 @@ DEFAULT_MODEL = "MMSSL"
 class Config(RecBoleConfig):
     """RecBole's Config with plugin model lookup and the plugin's property files; the model
     defaults to MMSSL. Keys from the command line, config files or ``config_dict`` that no
-    setting knows are logged with the closest known key (RecBole ignores them silently)."""
+    setting knows are logged with the closest known key (RecBole ignores them silently). Every
+    value is checked against :mod:`recbole_mmssl.config.keys`; ``config_dict_source`` says in
+    its messages where ``config_dict``'s values came from."""
 
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, command_line=True):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, command_line=True,
+                 config_dict_source="config_dict"):
         self._command_line = command_line
         self.origins, self._file_origins = {}, {}  # key -> where its value came from, in words (for error messages)
         super().__init__(model, dataset, config_file_list, config_dict)
         self.origins.update(self._file_origins)  # later sources win, as in RecBole's layering
-        self.origins.update({key: "config_dict" for key in self.variable_config_dict})
+        self.origins.update({key: config_dict_source for key in self.variable_config_dict})
         self.origins.update({key: f"the flag --{key}" for key in self.cmd_config_dict})
         if command_line:
             self._warn_unknown_keys()
@@ -62,8 +65,15 @@ class Config(RecBoleConfig):
 
     def _load_config_files(self, file_list):
         for file in file_list or []:
-            with open(file, encoding="utf-8") as f:
-                content = yaml.safe_load(f)
+            if not os.path.isfile(file):
+                raise MissingInputError(f"Config file {file} not found.")
+            try:
+                with open(file, encoding="utf-8") as f:
+                    content = yaml.safe_load(f)
+            except (yaml.YAMLError, UnicodeDecodeError) as error:
+                raise InputError(f"Config file {file} is not valid YAML: {str(error).splitlines()[0]}") from None
+            if content is not None and not isinstance(content, dict):
+                raise InputError(f"Config file {file} must map config keys to values (key: value lines).")
             self._file_origins.update({key: f"the config file {file}" for key in content or {}})
         return super()._load_config_files(file_list)
 

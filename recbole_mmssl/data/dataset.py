@@ -58,23 +58,70 @@ def _check_atomic_file(path):
         raise InputError(f"Interaction file {path} has a header but no interactions.")
 
 
+def _check_folder(config, token, dataset_path):
+    built_here = config["prepare_command"]
+    if not os.path.isdir(dataset_path) and (built_here or not _recbole_downloadable(token)):
+        raise MissingInputError(
+            f"Dataset folder {dataset_path} not found. Prepare it with `{built_here or PREPARE_HINT}` "
+            "(see the README), or set data_path to the folder that holds it."
+        )
+
+
+def _check_inter_files(config, token, dataset_path):
+    names = config["benchmark_filename"]
+    for name in [f"{token}.inter"] if names is None else [f"{token}.{name}.inter" for name in names]:
+        _check_atomic_file(os.path.join(dataset_path, name))
+
+
+def _feature_paths(config, token, dataset_path):
+    """(modality -> feature file, token-list file) that the configuration names."""
+    feature_files = config["feature_files"] or {}
+    modalities = check_modalities(config["modalities"], feature_files, config["dataset"])
+    paths = {m: os.path.join(dataset_path, feature_files[m]) if m in feature_files
+             else feature_path(dataset_path, token, m) for m in modalities}
+    token_file = os.path.join(dataset_path, config["feature_item_list"]) if config["feature_item_list"] \
+        else token_list_path(dataset_path, token)
+    missing = [m for m in modalities if not os.path.isfile(paths[m])]
+    if missing:
+        raise FeatureFileError(_missing_features_message(config, missing, paths, token_file, dataset_path))
+    return paths, token_file
+
+
+def _missing_features_message(config, missing, paths, token_file, dataset_path):
+    rows = len(read_item_tokens(token_file)) if os.path.isfile(token_file) else "n_items"
+    dims = config["feature_dims"] or {}
+    lines = [f"Dataset {config['dataset']} needs item features that are not installed:"]
+    for m in missing:
+        dim = dims.get(m, "dim")
+        dim = " or ".join(map(str, dim)) if isinstance(dim, list) else dim
+        lines.append(f"  {m}: {paths[m]} (expected shape ({rows}, {dim}))")
+    if config["feature_source"]:
+        lines.append(f"Where to get them: {config['feature_source']}")
+    flags = " ".join(f"--feature {m}=/path/to/{m}_feat.npy" for m in missing)
+    lines.append(f"Install them with:\n  {PREPARE_HINT} features {dataset_path} {flags}")
+    return "\n".join(lines)
+
+
+def check_dataset_files(config, multimodal):
+    """Refuse a missing dataset folder, interaction file or feature file before anything is built
+    or written (the dataset checks the files' contents as it loads them)."""
+    token, dataset_path = config["dataset"], config["data_path"]
+    _check_folder(config, token, dataset_path)
+    if os.path.isdir(dataset_path):
+        _check_inter_files(config, token, dataset_path)
+        if multimodal:
+            _feature_paths(config, token, dataset_path)
+
+
 class InteractionDataset(Dataset):
     """RecBole's Dataset that checks its interaction files and its split before training."""
 
     def _load_data(self, token, dataset_path):
-        built_here = self.config["prepare_command"]
-        if not os.path.isdir(dataset_path) and (built_here or not _recbole_downloadable(token)):
-            raise MissingInputError(
-                f"Dataset folder {dataset_path} not found. Prepare it with `{built_here or PREPARE_HINT}` "
-                "(see the README), or set data_path to the folder that holds it."
-            )
+        _check_folder(self.config, token, dataset_path)
         super()._load_data(token, dataset_path)
 
     def _load_inter_feat(self, token, dataset_path):
-        names = self.benchmark_filename_list
-        files = [f"{token}.inter"] if names is None else [f"{token}.{name}.inter" for name in names]
-        for name in files:
-            _check_atomic_file(os.path.join(dataset_path, name))
+        _check_inter_files(self.config, token, dataset_path)
         super()._load_inter_feat(token, dataset_path)
 
     def build(self):
@@ -125,19 +172,11 @@ class MultiModalDataset(InteractionDataset):
 
     def _read_features(self, token, dataset_path):
         """Read and check the token list and every modality matrix, before any processing."""
-        feature_files = self.config["feature_files"] or {}
-        modalities = check_modalities(self.config["modalities"], feature_files, self.dataset_name)
-        paths = {m: os.path.join(dataset_path, feature_files[m]) if m in feature_files
-                 else feature_path(dataset_path, token, m) for m in modalities}
-        token_file = os.path.join(dataset_path, self.config["feature_item_list"]) if self.config["feature_item_list"] \
-            else token_list_path(dataset_path, token)
-        missing = [m for m in modalities if not os.path.isfile(paths[m])]
-        if missing:
-            raise FeatureFileError(self._missing_features_message(missing, paths, token_file, dataset_path))
+        paths, token_file = _feature_paths(self.config, token, dataset_path)
         tokens = read_item_tokens(token_file)
         matrices = {}
         expected_dims = self.config["feature_dims"] or {}
-        for m in modalities:
+        for m in paths:
             matrices[m] = read_feature_matrix(paths[m], expected_rows=len(tokens), rows_from=token_file)
             dims = expected_dims.get(m)
             dims = [dims] if isinstance(dims, int) else dims
@@ -147,20 +186,6 @@ class MultiModalDataset(InteractionDataset):
                     f"dataset {self.dataset_name} expects {' or '.join(map(str, dims))} (feature_dims)."
                 )
         return tokens, matrices, token_file, paths
-
-    def _missing_features_message(self, missing, paths, token_file, dataset_path):
-        rows = len(read_item_tokens(token_file)) if os.path.isfile(token_file) else "n_items"
-        dims = self.config["feature_dims"] or {}
-        lines = [f"Dataset {self.dataset_name} needs item features that are not installed:"]
-        for m in missing:
-            dim = dims.get(m, "dim")
-            dim = " or ".join(map(str, dim)) if isinstance(dim, list) else dim
-            lines.append(f"  {m}: {paths[m]} (expected shape ({rows}, {dim}))")
-        if self.config["feature_source"]:
-            lines.append(f"Where to get them: {self.config['feature_source']}")
-        flags = " ".join(f"--feature {m}=/path/to/{m}_feat.npy" for m in missing)
-        lines.append(f"Install them with:\n  {PREPARE_HINT} features {dataset_path} {flags}")
-        return "\n".join(lines)
 
     def _align_features(self, tokens, matrices, token_file, paths):
         """Reorder feature rows to internal item ids; every item must have a row."""

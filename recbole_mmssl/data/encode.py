@@ -15,6 +15,7 @@ counted; content of unlisted items is left out, and counted. ``encode text`` nee
 
 import argparse
 import csv
+import io
 import os
 import string
 import sys
@@ -88,12 +89,27 @@ def _delimiter(path, delimiter):
     return "\t" if extension in (".tsv", ".tab", ".item") else ","
 
 
-def read_texts(path, template=None, delimiter=None):
+def decoded(path, encoding="utf-8"):
+    """The text of ``path`` in ``encoding``; a byte that is not valid there is refused with the
+    file, its line and the byte."""
+    data = open(path, "rb").read()
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise InputError(f"--encoding {encoding!r} is not a text encoding that Python knows "
+                         "(for example utf-8, latin-1 or cp1252).") from None
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise InputError(f"{path} line {line}: byte 0x{data[error.start]:02x} (offset {error.start}) is not valid "
+                         f"{encoding}; give the file's encoding with --encoding (for example latin-1 or cp1252).") from None
+
+
+def read_texts(path, template=None, delimiter=None, encoding="utf-8"):
     """(tokens, texts) of a CSV/TSV with a header row: the first column is the item token; the
     text is ``template`` filled from the columns, or the other non-empty columns joined by '. '."""
     if not os.path.isfile(path):
         raise MissingInputError(f"Text file {path} not found.")
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(decoded(path, encoding), newline="") as f:
         reader = csv.DictReader(f, delimiter=_delimiter(path, delimiter))
         columns = reader.fieldnames or []
         if len(columns) < 2:
@@ -160,10 +176,10 @@ def encode_texts(texts, encoder, batch_size=64, progress=True):
 
 
 def encode_text_file(src, name, out="dataset", modality="text", template=None, delimiter=None, model=None,
-                     items=None, batch_size=64, device=None, progress=True):
+                     items=None, batch_size=64, device=None, progress=True, encoding="utf-8"):
     """``encode text``: returns the path of the written matrix."""
     folder, token_list = dataset_paths(out, name)
-    source_tokens, texts = read_texts(src, template, delimiter)
+    source_tokens, texts = read_texts(src, template, delimiter, encoding)
     tokens = row_tokens(token_list, items, source_tokens)
     encoder = load_text_encoder(model, device)
     vectors = encode_texts(texts, encoder, batch_size, progress)
@@ -195,6 +211,7 @@ def main(argv=None):
     text.add_argument("src", help="CSV/TSV with a header row; first column: item token")
     text.add_argument("--template", help='how the text reads, from the column names, e.g. "{title} ({year}). {genres}"')
     text.add_argument("--delimiter", help="column separator (default: tab for .tsv, else comma; 'tab' for a tab)")
+    text.add_argument("--encoding", default="utf-8", help="the file's text encoding (default: utf-8)")
     text.add_argument("--model", help=f"local model folder or model name (default: {DEFAULT_TEXT_MODEL}, bundled)")
     text.add_argument("--batch-size", type=int, default=64)
     image = sub.add_parser("image", help="encode a folder of images named by item token with an ImageNet CNN")
@@ -218,7 +235,7 @@ def main(argv=None):
                       device=args.device, progress=not args.no_progress)
         if args.command == "text":
             encode_text_file(args.src, args.name, template=args.template, delimiter=args.delimiter,
-                             model=args.model, **common)
+                             model=args.model, encoding=args.encoding, **common)
         else:
             encode_image_folder(args.src, args.name, weights=args.weights, arch=args.arch, **common)
     return 0

@@ -60,6 +60,8 @@ def _read_mmssl_split(path):
 
 def _feature_files_in(src_dir, modalities=None):
     """Modality -> ``<modality>_feat.npy`` path for the files present in ``src_dir``."""
+    if not os.path.isdir(src_dir):
+        raise MissingInputError(f"Feature folder {src_dir} not found.")
     found = {
         f[: -len(FEATURE_SUFFIX)]: os.path.join(src_dir, f)
         for f in sorted(os.listdir(src_dir))
@@ -73,10 +75,11 @@ def _feature_files_in(src_dir, modalities=None):
     return {m: found[m] for m in modalities}
 
 
-def _write_identity_features(dataset_dir, name, splits, features):
-    """Write the token list "0".."n-1" and copy features whose row i is item i."""
+def _write_with_identity_features(dataset_dir, name, splits, features):
+    """Write the benchmark files, the token list "0".."n-1" and the features whose row i is item i,
+    once every feature file has been read and checked (a refused input writes nothing)."""
     n_items = 1 + max(int(i) for pairs in splits.values() for _, i in pairs)
-    rows = None
+    rows, matrices = None, {}
     for modality, path in features.items():
         matrix = read_feature_matrix(path)
         if matrix.shape[0] < n_items:
@@ -85,7 +88,9 @@ def _write_identity_features(dataset_dir, name, splits, features):
             )
         if rows is not None and matrix.shape[0] != rows:
             raise FeatureFileError(f"Feature files disagree on the number of items: {path} has {matrix.shape[0]} rows.")
-        rows = matrix.shape[0]
+        rows, matrices[modality] = matrix.shape[0], matrix
+    write_benchmark(dataset_dir, name, splits)
+    for modality, matrix in matrices.items():
         write_features(dataset_dir, name, modality, matrix)
     write_token_list(dataset_dir, name, range(rows or n_items))
 
@@ -94,8 +99,7 @@ def from_mmssl(src_dir, name, out_dir="dataset", modalities=None):
     """Convert an MMSSL/LATTICE folder; returns the new dataset folder."""
     splits = {phase: _read_mmssl_split(os.path.join(src_dir, MMSSL_FILES[phase])) for phase in PHASES}
     dataset_dir = os.path.join(out_dir, name)
-    write_benchmark(dataset_dir, name, splits)
-    _write_identity_features(dataset_dir, name, splits, _feature_files_in(src_dir, modalities))
+    _write_with_identity_features(dataset_dir, name, splits, _feature_files_in(src_dir, modalities))
     return dataset_dir
 
 
@@ -125,9 +129,8 @@ def from_mmrec(inter_path, name, out_dir="dataset", user_field="userID", item_fi
     if not splits["train"]:
         raise InputError(f"{inter_path} has no training interactions ({split_field} = 0).")
     dataset_dir = os.path.join(out_dir, name)
-    write_benchmark(dataset_dir, name, splits)
     src_dir = features_dir or os.path.dirname(os.path.abspath(inter_path))
-    _write_identity_features(dataset_dir, name, splits, _feature_files_in(src_dir, modalities))
+    _write_with_identity_features(dataset_dir, name, splits, _feature_files_in(src_dir, modalities))
     return dataset_dir
 
 
@@ -151,25 +154,31 @@ def install_features(dataset_dir, features, rows_indexed_by=None):
     """
     dataset_dir = os.path.normpath(dataset_dir)
     name = os.path.basename(dataset_dir)
-    tokens = read_item_tokens(token_list_path(dataset_dir, name))
+    token_list = token_list_path(dataset_dir, name)
+    tokens = read_item_tokens(token_list)
     if rows_indexed_by:
         row_of = _read_item_map(item_map_path(dataset_dir, name), rows_indexed_by)
         missing = [t for t in tokens if t not in row_of]
         if missing:
-            raise InputError(f"Item map has no {rows_indexed_by} for item tokens {missing[:5]}.")
+            raise InputError(f"Item map {item_map_path(dataset_dir, name)} has no {rows_indexed_by} for item "
+                             f"tokens {missing[:5]}.")
         rows = np.array([row_of[t] for t in tokens])
     else:
         if not all(t.isdigit() for t in tokens):
-            raise InputError("Item tokens are not row numbers; name the map column with --rows-indexed-by.")
+            raise InputError(f"The item tokens of {token_list} are not row numbers; name the item map's column "
+                             "with --rows-indexed-by.")
         rows = np.array([int(t) for t in tokens])
-    for modality, path in features.items():
+    matrices = {}
+    for modality, path in features.items():  # every file read and checked before any is written
         if not MODALITY_NAME.match(modality):
             raise InputError(f"Modality name {modality!r} is not a plain name.")
         matrix = read_feature_matrix(path)
         if rows.max() >= matrix.shape[0]:
             raise FeatureFileError(f"Feature file {path} has {matrix.shape[0]} rows; row {rows.max()} is needed.")
-        target = write_features(dataset_dir, name, modality, matrix[rows])
-        print(f"{modality}: {path} -> {target} {matrix[rows].shape}")
+        matrices[modality] = matrix[rows]
+    for modality, matrix in matrices.items():
+        target = write_features(dataset_dir, name, modality, matrix)
+        print(f"{modality}: {features[modality]} -> {target} {matrix.shape}")
 
 
 def _parse_features(values):
@@ -177,7 +186,7 @@ def _parse_features(values):
     for value in values or []:
         modality, sep, path = value.partition("=")
         if not sep or not modality or not path:
-            raise SystemExit(f"--feature takes MODALITY=PATH, got {value!r}")
+            raise InputError(f"--feature takes MODALITY=PATH, got {value!r}.")
         features[modality] = path
     return features
 

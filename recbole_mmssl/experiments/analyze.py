@@ -54,6 +54,18 @@ def user_groups(counts, boundaries=None):
     return index, names
 
 
+def group_boundaries(text):
+    """``--user_groups 0,4,6,9,13``: increasing non-negative integers."""
+    try:
+        boundaries = [int(b) for b in text.split(",")]
+    except ValueError:
+        boundaries = None
+    if not boundaries or any(b < 0 for b in boundaries) or sorted(set(boundaries)) != boundaries:
+        raise InputError(f"--user_groups {text!r}: write increasing non-negative integers separated by commas, "
+                         "such as 0,4,6,9,13.")
+    return boundaries
+
+
 def analyze_checkpoint(path, phase="test", k=20, boundaries=None, label=None, tail_ratio=None):
     """(label, group table, item table, list-metric row) of one saved model.
 
@@ -129,8 +141,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value flags
 
-    boundaries = [int(b) for b in args.user_groups.split(",")] if args.user_groups else None
     with reported_input_errors(args.debug):
+        boundaries = group_boundaries(args.user_groups) if args.user_groups else None
         analyze(args.checkpoints, args.output, args.phase, args.k, boundaries, args.tail_ratio)
     print((Path(args.output) / "analysis.md").read_text(encoding="utf-8"))
     print(f"Written: {args.output}/analysis.md, groups.csv, items.csv, lists.csv, groups.png")

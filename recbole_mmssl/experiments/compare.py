@@ -53,7 +53,9 @@ from recbole_mmssl.experiments.report import (PAIRED_METRICS, checkpoint_labels,
 from recbole_mmssl.experiments.tune import ray_session
 from recbole_mmssl.quick_start import load_trainer, train_in_folder
 from recbole_mmssl.trainer.checkpoint import load_checkpoint
+from recbole_mmssl.utils import check_inputs
 
+OVERRIDES = "the --key=value flags"  # where a run's config_dict values come from, in messages
 SUMMARY_METRICS = ("valid/recall@20", "valid/ndcg@20", "test/recall@10", "test/recall@20", "test/recall@50",
                    "test/ndcg@20", "test/ndcg_ref@20", "test/precision@20", "best_epoch", "seconds_per_epoch")
 
@@ -99,7 +101,7 @@ def run_one(run, dataset, seed, folder, config_files=(), overrides=None, threads
         torch.set_num_threads(threads)
     config = Config(model=run.model, dataset=dataset, config_file_list=_config_files(run, config_files) or None,
                     config_dict={**(overrides or {}), "seed": seed, "checkpoint_dir": str(folder),
-                                 "show_progress": False})
+                                 "show_progress": False}, config_dict_source=OVERRIDES)
     folder.mkdir(parents=True, exist_ok=True)
     init_logger(config)
     handler = _run_logger(folder)
@@ -255,8 +257,8 @@ def check_configs(jobs):
     """Build the configuration of every job before any run starts or any folder is written, so
     that a mistake in one of them stops the comparison at once."""
     for run, dataset, seed, _, config_files, overrides in jobs:
-        Config(model=run.model, dataset=dataset, config_file_list=_config_files(run, config_files) or None,
-               config_dict={**(overrides or {}), "seed": seed})
+        check_inputs(Config(model=run.model, dataset=dataset, config_file_list=_config_files(run, config_files) or None,
+                            config_dict={**(overrides or {}), "seed": seed}, config_dict_source=OVERRIDES))
 
 
 def across_datasets_table(per_dataset):

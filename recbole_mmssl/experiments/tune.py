@@ -27,10 +27,11 @@ from recbole.utils.argument_list import dataset_arguments
 
 from recbole_mmssl.common.files import atomic_path, save_csv
 from recbole_mmssl.config import Config
+from recbole_mmssl.config.keys import KEYS
 from recbole_mmssl.data.dataset import DATASET_KEYS
 from recbole_mmssl.errors import InputError
 from recbole_mmssl.quick_start import train_in_folder
-from recbole_mmssl.utils import create_dataset
+from recbole_mmssl.utils import check_inputs, create_dataset
 
 SAMPLERS = {
     "choice": 1, "grid": 1, "uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3,
@@ -55,6 +56,7 @@ def _domain(tune, path, name, entry):
     if sampler in ("choice", "grid"):
         if not isinstance(args, list) or not args:
             raise SearchSpaceError(f"{path}: {name}: {sampler} takes a non-empty list of values.")
+        _check_values(path, name, args)
         return tune.choice(args) if sampler == "choice" else tune.grid_search(args)
     if not isinstance(args, list) or len(args) != SAMPLERS[sampler] or not all(
             isinstance(a, (int, float)) for a in args):
@@ -63,7 +65,26 @@ def _domain(tune, path, name, entry):
         raise SearchSpaceError(f"{path}: {name}: {sampler} needs low < high, got {args!r}.")
     if sampler.endswith("loguniform") and args[0] <= 0:
         raise SearchSpaceError(f"{path}: {name}: {sampler} needs positive bounds, got {args!r}.")
+    _check_values(path, name, args[:2] if "randint" not in sampler else [args[0], args[1] - 1])
     return getattr(tune, sampler)(*args)
+
+
+def _as_number(value):
+    """A choice written as a number that YAML reads as text (``1e-6``: YAML wants ``1.0e-6``)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _check_values(path, name, values):
+    """Every value a key can take in the space must be one the key allows (the ends of a range)."""
+    allowed = KEYS.get(name)
+    wrong = [v for v in values if allowed is not None and not allowed(v)]
+    if wrong:
+        raise SearchSpaceError(f"{path}: {name} can take {wrong[0]!r}; {name} allows {allowed.words}.")
 
 
 def _hyper_line(tune, path, number, line):
@@ -77,8 +98,14 @@ def _hyper_line(tune, path, number, line):
         values = yaml.safe_load(value)
         if not isinstance(values, list) or not values:
             raise SearchSpaceError(f"{path} line {number}: choice takes a list, got {value!r}.")
+        values = [_as_number(v) for v in values]
+        _check_values(path, name, values)
         return name, tune.choice(values)
-    bounds = [float(v) for v in value.split(",")]
+    try:
+        bounds = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise SearchSpaceError(f"{path} line {number}: {name}'s bounds {value!r} are not numbers.") from None
+    _check_values(path, name, [math.exp(b) for b in bounds[:2]] if sampler == "loguniform" else bounds[:2])
     if sampler == "uniform" and len(bounds) == 2:
         return name, tune.uniform(*bounds)
     if sampler == "quniform" and len(bounds) == 3:
@@ -208,13 +235,14 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
     space, fixed = load_search_space(space_file)
     files = [os.path.abspath(f) for f in config_file_list or []]
     driver = Config(model=model, dataset=dataset, config_file_list=files, config_dict={**fixed, **(config_dict or {})})
-    init_logger(driver)
+    check_inputs(driver)
     unknown = [name for name in space if name not in driver.final_config_dict]
     if unknown:
         raise SearchSpaceError(f"{space_file}: unknown config key(s) {unknown} for model {driver['model']}.")
     data_keys = [name for name in space if name in set(dataset_arguments) | set(DATASET_KEYS)]
     if data_keys:
         raise SearchSpaceError(f"{space_file}: {data_keys} change the dataset, which is built once per search.")
+    init_logger(driver)
     base = {k: v for k, v in driver.external_config_dict.items() if k not in TUNE_FLAGS + ("model", "dataset")}
     metric = driver["valid_metric"].lower()
     mode = "max" if driver["valid_metric_bigger"] else "min"

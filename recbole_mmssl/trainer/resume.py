@@ -10,6 +10,15 @@ from recbole_mmssl.trainer.checkpoint import (config_values, decode_other, encod
                                               plain, save_checkpoint)
 
 
+def load_resumable(resume_file, config):
+    """The checkpoint at ``resume_file``, refused unless ``config``'s model wrote it."""
+    checkpoint = load_checkpoint(resume_file, config["device"])
+    if checkpoint["config"]["model"].lower() != config["model"].lower():
+        raise InputError(f"Checkpoint {resume_file} was written by model {checkpoint['config']['model']}, "
+                         f"not {config['model']}.")
+    return checkpoint
+
+
 class CheckpointMixin:
     """Trainer mixin that writes and reloads checkpoints of :mod:`recbole_mmssl.trainer.checkpoint`'s format
     (they open with ``weights_only=True``) and makes runs resumable.
@@ -87,21 +96,18 @@ class CheckpointMixin:
             os.remove(self.last_checkpoint_file)
         return result
 
-    def resume_checkpoint(self, resume_file):
+    def resume_checkpoint(self, resume_file, checkpoint=None):
         """Restore model, optimizers and progress from ``resume_file`` to continue training.
 
         ``resume_file`` is a run's last-epoch checkpoint (``-last.pth``; the run goes on from the
         epoch after it) or its best checkpoint (the run goes on from the epoch after the best).
         The best checkpoint is the one beside a last-epoch checkpoint, where there is one, so that
         a run folder resumed after being copied never writes into the folder it was copied from.
+        ``checkpoint``: the file's content where the caller has already loaded it
+        (:func:`load_resumable`).
         """
         resume_file = str(resume_file)
-        checkpoint = load_checkpoint(resume_file, self.device)
-        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
-            raise InputError(
-                f"Checkpoint {resume_file} was written by model "
-                f"{checkpoint['config']['model']}, not {self.config['model']}."
-            )
+        checkpoint = checkpoint or load_resumable(resume_file, self.config)
         best_file = checkpoint.get("best_model_file")
         beside = resume_file[:-len("-last.pth")] + ".pth" if resume_file.endswith("-last.pth") else None
         if beside and os.path.isfile(beside):
