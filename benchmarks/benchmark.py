@@ -4,6 +4,7 @@
     python benchmarks/benchmark.py --models MMSSL --scales tiktok --precisions fp32 bf16 --batches 5
     python benchmarks/benchmark.py --models VBPR LATTICE FREEDOM BM3 --scales amazon-baby
     python benchmarks/benchmark.py --models MMSSL --n_items 10000 100000 --precisions fp32 --discriminator exact sampled
+    python benchmarks/benchmark.py --cost --variant improved --scales tiktok ml-100k [--to_best]
 
 For each scale, device and precision (each in a fresh process, so peak memory is its own):
 per-batch time of the discriminator step and of the recommender step (``--discriminator``:
@@ -24,6 +25,11 @@ with RANDOM features of the real shapes (4096-d image, 1024-d text), labelled sy
 ``recbole_mmssl.data.synthetic``). A configuration whose model alone would not fit in
 ``--max_gb`` (MMSSL's I x I/4 discriminator with its gradients and Adam moments) is reported as
 skipped instead of run.
+``--cost``: MMSSL's epoch (``--variant``, float32) against LightGCN's at MMSSL's batch size
+(``train_batch_size`` interactions a batch, so both take about the same number of steps), both
+measured on the same machine in one process, with their ratio; ``--to_best`` also trains both
+with early stopping and reports the seconds to each one's best validation epoch (LightGCN with
+the dataset's ``model_settings: LightGCN:``, the tuned values where there are some).
 Prints a table and writes JSON (``--out``).
 """
 
@@ -41,10 +47,16 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # the checkout's package, also where it is not installed
+from recbole_mmssl.config import Config  # noqa: E402
+from recbole_mmssl.data.synthetic import dataset_config, synthetic_catalog  # noqa: E402
+from recbole_mmssl.errors import add_debug_flag, reported_input_errors  # noqa: E402
+from recbole_mmssl.quick_start import build_model, build_trainer, prepare_data  # noqa: E402
+from recbole_mmssl.utils import get_trainer  # noqa: E402
 
 SCALES = {
     "tiktok": {"dataset": "tiktok", "synthetic": False},
+    "ml-100k": {"dataset": "ml-100k", "synthetic": False},  # built by python -m recbole_mmssl.data.prepare ml-100k
     "amazon-baby": {"dataset": "amazon-baby", "synthetic": True, "dims": {"image": 4096, "text": 1024}},
 }
 
@@ -69,8 +81,6 @@ def scale_info(scale):
     """The dataset name, config keys and labels of a scale (``synthetic-N`` for a synthetic catalog)."""
     if scale in SCALES:
         return {**SCALES[scale], "config": {}}
-    from recbole_mmssl.data.synthetic import dataset_config
-
     return {"dataset": scale, "synthetic": True, "config": dataset_config(scale)}
 
 
@@ -132,15 +142,11 @@ def floor_program(model, batch_users, device, bf16):
 
 
 def lightgcn_epoch(dataset, data_path, device, dataset_keys):
-    from recbole_mmssl.config import Config
-    from recbole_mmssl.quick_start import build_model, prepare_data
-    from recbole_mmssl.utils import get_trainer
-
     config = Config(model="LightGCN", dataset=dataset, config_dict={
         "state": "ERROR", "show_progress": False, "data_path": data_path, **dataset_keys,
         "gpu_id": "0" if device.type == "cuda" else ""})
     _, (train, _, _) = prepare_data(config)
-    trainer = get_trainer(config["MODEL_TYPE"], "LightGCN")(config, build_model(config, train))
+    trainer = build_trainer(config, train)
     trainer._train_epoch(train, 0)
     sync(device)
     start = time.perf_counter()
@@ -150,23 +156,19 @@ def lightgcn_epoch(dataset, data_path, device, dataset_keys):
 
 
 def measure(scale, device_name, precision, batches, data_path, discriminator="exact", steps_only=False,
-            full_epoch=False, shared_forward=False):
+            full_epoch=False, shared_forward=False, variant="reference"):
     """One configuration, in this process; with ``full_epoch`` also one whole training epoch, timed.
     With ``shared_forward`` the recommender step is timed as (both steps) - (discriminator step),
     since it reuses the discriminator step's forward."""
-    from recbole_mmssl.config import Config
-    from recbole_mmssl.quick_start import build_model, prepare_data
-    from recbole_mmssl.utils import get_trainer
-
     device = torch.device(device_name)
     info = scale_info(scale)
     config = Config(model="MMSSL", dataset=info["dataset"], config_dict={
         "state": "ERROR", "show_progress": False, "data_path": data_path, **info["config"],
-        "discriminator": discriminator, "shared_forward": shared_forward,
+        "discriminator": discriminator, "shared_forward": shared_forward, "variant": variant,
         "gpu_id": "0" if device.type == "cuda" else "", "mixed_precision": "bf16" if precision == "bf16" else None})
     _, (train, valid, _) = prepare_data(config)
-    model = build_model(config, train)
-    trainer = get_trainer(config["MODEL_TYPE"], "MMSSL")(config, model)
+    trainer = build_trainer(config, train)
+    model = trainer.model
     model.train()
     model.start_epoch()
     batch = next(iter(train)).to(device)
@@ -207,15 +209,53 @@ def measure(scale, device_name, precision, batches, data_path, discriminator="ex
     }
 
 
+def measure_cost(scale, variant, data_path, device_name, to_best=False, epochs=None):
+    """MMSSL's epoch against LightGCN's at MMSSL's batch size (one warm-up epoch each, then one timed);
+    with ``to_best``, both trained with early stopping and their seconds to the best validation epoch."""
+    device = torch.device(device_name)
+    info = scale_info(scale)
+    common = {"state": "ERROR", "show_progress": False, "data_path": data_path, **info["config"],
+              "gpu_id": "0" if device.type == "cuda" else "", **({"epochs": epochs} if epochs else {})}
+    mmssl = Config(model="MMSSL", dataset=info["dataset"], config_dict={**common, "variant": variant})
+    batch_size = mmssl["train_batch_size"]
+    lightgcn = Config(model="LightGCN", dataset=info["dataset"], config_dict={**common, "train_batch_size": batch_size})
+    row = {"scale": scale, "variant": variant, "device": device_name, "threads": torch.get_num_threads(),
+           "batch_size": batch_size}
+    for name, config in (("mmssl", mmssl), ("lightgcn", lightgcn)):
+        _, (train, valid, _) = prepare_data(config)
+        trainer = build_trainer(config, train)
+        trainer._train_epoch(train, 0)
+        sync(device)
+        start = time.perf_counter()
+        trainer._train_epoch(train, 1)
+        sync(device)
+        row[f"{name}_epoch_s"], row[f"{name}_batches"] = time.perf_counter() - start, len(train)
+        if to_best:
+            trainer = build_trainer(config, train)
+            trainer.fit(train, valid, saved=False, verbose=False)
+            done = [r for r in trainer.epoch_records if r["epoch"] <= trainer.best_epoch]
+            row.update({f"{name}_best_epoch": trainer.best_epoch, f"{name}_best_valid": trainer.best_valid_score,
+                        f"{name}_seconds_to_best": sum(r["train_seconds"] + r.get("valid_seconds", 0) for r in done)})
+    row["epoch_ratio"] = row["mmssl_epoch_s"] / row["lightgcn_epoch_s"]
+    return row
+
+
+def cost_table(results):
+    head = ("scale", "variant", "batch", "MMSSL epoch", "LightGCN epoch", "ratio", "MMSSL to best", "LightGCN to best")
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in results:
+        best = [f"{r[f'{m}_seconds_to_best']:.0f}s (epoch {r[f'{m}_best_epoch']}, valid {r[f'{m}_best_valid']:.4f})"
+                if f"{m}_seconds_to_best" in r else "-" for m in ("mmssl", "lightgcn")]
+        lines.append(" | ".join([r["scale"], r["variant"], str(r["batch_size"]), f"{r['mmssl_epoch_s']:.2f}s",
+                                 f"{r['lightgcn_epoch_s']:.2f}s", f"{r['epoch_ratio']:.2f}", *best]))
+    return "\n".join(lines)
+
+
 BASELINES = ("VBPR", "LATTICE", "FREEDOM", "BM3")
 
 
 def measure_baseline(model_name, scale, device_name, data_path):
     """Build time, one training epoch, one validation pass and peak memory of a baseline, in this process."""
-    from recbole_mmssl.config import Config
-    from recbole_mmssl.quick_start import build_model, prepare_data
-    from recbole_mmssl.utils import get_trainer
-
     device = torch.device(device_name)
     info = scale_info(scale)
     config = Config(model=model_name, dataset=info["dataset"], config_dict={
@@ -258,8 +298,6 @@ def baseline_table(results):
 def catalog(scale, tmp):
     """The data_path of a scale: the bundled data, Amazon-Baby with random features, or a synthetic catalog."""
     if scale.startswith("synthetic-"):
-        from recbole_mmssl.data.synthetic import synthetic_catalog
-
         synthetic_catalog(tmp, int(scale.split("-")[1]))
         return tmp
     return synthetic_baby(tmp) if SCALES[scale]["synthetic"] else str(REPO / "dataset")
@@ -331,13 +369,38 @@ def main():
                         help="MMSSL: also train one whole epoch and report its time (not an estimate) and peak memory")
     parser.add_argument("--shared_forward", action="store_true",
                         help="MMSSL: one recommender forward per batch for both steps (config key shared_forward)")
+    parser.add_argument("--variant", default="reference", choices=["reference", "paper", "improved"],
+                        help="MMSSL's preset (default: reference)")
+    parser.add_argument("--cost", action="store_true",
+                        help="MMSSL's epoch against LightGCN's at MMSSL's batch size, in this process")
+    parser.add_argument("--to_best", action="store_true", help="--cost: also train both to their best validation epoch")
+    parser.add_argument("--epochs", type=int, default=None, help="--to_best: the most epochs (default: the config's)")
     parser.add_argument("--one", nargs=6, metavar=("MODEL", "SCALE", "DEVICE", "PRECISION", "DISCRIMINATOR",
                                                    "DATA_PATH"), help=argparse.SUPPRESS)
+    add_debug_flag(parser)
     args = parser.parse_args()
+    with reported_input_errors(args.debug):
+        run(args)
+
+
+def run(args):
+    """The measurements that ``args`` ask for."""
+    if args.cost:
+        results = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for scale in args.scales:
+                for device in args.devices:
+                    results.append(measure_cost(scale, args.variant, catalog(scale, tmp), device, args.to_best,
+                                                args.epochs))
+                    print(cost_table(results[-1:]).splitlines()[-1], flush=True)
+        print(cost_table(results))
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.out}")
+        return
     if args.one:
         model, scale, device, precision, discriminator, data_path = args.one
         result = (measure(scale, device, precision, args.batches, data_path, discriminator, args.steps_only,
-                          args.full_epoch, args.shared_forward)
+                          args.full_epoch, args.shared_forward, args.variant)
                   if model == "MMSSL"
                   else measure_baseline(model, scale, device, data_path))
         print(json.dumps(result))
@@ -358,7 +421,7 @@ def main():
                                   f"{discriminator_gb(n_items):.0f} GB (weights, gradients, Adam moments)")
                             continue
                         flags = [f"--{flag}" for flag in ("steps_only", "full_epoch", "shared_forward")
-                                 if getattr(args, flag)]
+                                 if getattr(args, flag)] + ["--variant", args.variant]
                         result = run_one([str(args.batches), model, scale, device, precision, discriminator],
                                          data_path, tmp, flags)
                         if result is None:
