@@ -14,8 +14,9 @@ from recbole_mmssl.model.graphs import rownorm
 LAST_LAYER_NORMS = {"softmax": lambda x: torch.softmax(x, dim=-1), "l2": rownorm, "none": None}
 
 
-def propagate(p, q, users, items, n_layers, last_norm="softmax", alternating=True):
-    """GNN propagation over the training graph; readout = mean of the L+1 layers (paper Eq. 10).
+def propagate(p, q, users, items, n_layers, last_norm="softmax", alternating=True, readout="mean"):
+    """GNN propagation over the training graph; readout = mean of the L+1 layers (paper Eq. 10), or
+    the last layer alone (``readout`` "last").
 
     ``p`` and ``q``: sparse tensors or :class:`recbole_mmssl.model.graphs.SparseOperator`.
 
@@ -38,6 +39,8 @@ def propagate(p, q, users, items, n_layers, last_norm="softmax", alternating=Tru
         users = new_users
         user_layers.append(users)
         item_layers.append(items)
+    if readout == "last":
+        return users, items
     return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0)
 
 
