@@ -1,7 +1,9 @@
 """recbole-mmssl: MMSSL (Wei et al., WWW 2023) as a RecBole plugin."""
 
-from recbole_mmssl.common.compat import install_collector_fix, install_numpy_aliases, install_scipy_dok_update
+from recbole_mmssl.common.compat import (install_collector_fix, install_numpy_aliases, install_scipy_dok_update,
+                                        install_warning_filters)
 
+install_warning_filters()
 install_numpy_aliases()
 install_scipy_dok_update()
 install_collector_fix()

@@ -7,24 +7,45 @@ trained in its own folder (:func:`train_in_folder`), and a trainer restored from
 module level and reloads checkpoints in a way torch >= 2.6 refuses.
 """
 
+import logging
 import os
 from logging import getLogger
 
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_mmssl.common import distributed
-from recbole_mmssl.config import Config, keys
+from recbole_mmssl.config import Config, keys, rules
 from recbole_mmssl.trainer.checkpoint import decode_other, load_checkpoint
 from recbole_mmssl.trainer.resume import load_resumable
 from recbole_mmssl.utils import check_inputs, create_dataset, data_preparation, get_trainer
 
 
+def start_logging(config):
+    """RecBole's ``init_logger``, also for the second and later runs of one process.
+
+    Its ``logging.basicConfig`` adds no handler where the root logger already has some, so a
+    later run would log into the first run's file and leave its own file open; the handlers
+    that this function added for the previous run are closed and removed first.
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "recbole_mmssl_run", False)]:
+        root.removeHandler(handler)
+        handler.close()
+    before = set(root.handlers)
+    init_logger(config)
+    for handler in set(root.handlers) - before:
+        handler.recbole_mmssl_run = True
+
+
 def prepare_data(config, dataset=None):
     """The dataset (built unless given) and its train, valid and test dataloaders, seeded as
-    RecBole does."""
+    RecBole does; the configuration's ``auto`` values are then derived from the training split
+    (:mod:`recbole_mmssl.config.rules`)."""
     init_seed(config["seed"], config["reproducibility"])
     dataset = dataset if dataset is not None else create_dataset(config)
-    return dataset, data_preparation(config, dataset)
+    loaders = data_preparation(config, dataset)
+    rules.resolve(config, loaders[0]._dataset)
+    return dataset, loaders
 
 
 def build_model(config, train_data):
@@ -74,7 +95,7 @@ def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_di
     check_inputs(config)
     resumed = load_resumable(resume_checkpoint, config) if resume_checkpoint else None  # before anything is written
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    start_logging(config)
     logger = getLogger()
     logger.info(config)
     dataset, (train_data, valid_data, test_data) = prepare_data(config)
@@ -136,7 +157,7 @@ def load_data_and_model(model_file, config_changes=None):
         config[key] = value
         config.origins[key] = "the tool's options"
     keys.check(config)
-    init_logger(config)
+    start_logging(config)
     dataset, (train_data, valid_data, test_data) = prepare_data(config)
     model = build_model(config, train_data)
     model.load_state_dict(checkpoint["state_dict"])

@@ -137,3 +137,20 @@ def test_improved_preset_trains_on_bundled_tiktok(tmp_path):
     for key, value in settings.items():
         assert re.search(rf"\n{key} = {re.escape(str(value))}\n", log), key  # the run's config as RecBole prints it
     assert "epoch 0 training" in log and re.search(r"test result: OrderedDict\(.*'recall@20'", log)
+
+
+def test_runs_show_no_warnings_of_recboles_own_code(tmp_path):
+    """pandas' chained-assignment FutureWarning, torch's GradScaler and sparse-tensor deprecations
+    and its sparse-invariant note are silenced; a warning a user should act on still shows."""
+    code = ("import warnings\n"
+            "from recbole_mmssl.quick_start import run_recbole_mmssl\n"
+            "for model in ('MMSSL', 'LightGCN'):\n"
+            "    run_recbole_mmssl(model=model, dataset='tiktok', saved=False, config_dict={'epochs': 1, "
+            "'variant': 'improved', 'state': 'ERROR', 'show_progress': False} if model == 'MMSSL' else "
+            "{'epochs': 1, 'state': 'ERROR', 'show_progress': False})\n"
+            "warnings.warn('a warning of the user', UserWarning)\n")
+    out = subprocess.run([sys.executable, "-W", "default", "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    warned = [line for line in out.stderr.splitlines() if "Warning:" in line]
+    assert len(warned) == 1 and "a warning of the user" in warned[0], warned

@@ -59,6 +59,8 @@ def test_recbole_hyper_file(tmp_path):
     ("learning_rate: {loguniform: [0, 1]}\n", r"needs positive bounds"),
     ("learning_rate: {uniform: [2, 1]}\n", r"needs low < high"),
     ("epochs: 3\n", r"defines no searched key"),
+    ("variant: {grid: [reference, bogus]}\n", r"variant can take 'bogus'; variant allows one of"),
+    ("learning_rate: {uniform: [-0.1, 0.1]}\n", r"learning_rate can take -0.1"),
 ])
 def test_bad_search_spaces(tmp_path, text, message):
     with pytest.raises(SearchSpaceError, match=message):
@@ -124,15 +126,16 @@ def test_search_accepts_the_multimodal_baselines(tmp_path, in_tmp, local_ray, mo
 def test_failing_trial_is_recorded_while_others_finish(tmp_path, in_tmp, local_ray):
     features = {"image": __import__("numpy").random.default_rng(0).normal(size=(80, 4)).astype("float32")}
     write_dataset(tmp_path / "data", "toy", toy_splits(), features, [f"i{k}" for k in range(80)])
-    config = base_config(tmp_path, "toy", modalities=["image"], epochs=2, train_batch_size=16, embedding_size=8,
-                         n_heads=2)
-    space = write(tmp_path / "space.yaml", "variant: {grid: [reference, bogus, paper]}\n")
+    config = base_config(tmp_path, "toy", modalities=["image"], epochs=2, train_batch_size=16, n_heads=4,
+                         attention="paper")
+    # every value is allowed on its own; 6 dimensions cannot be split over 4 attention heads
+    space = write(tmp_path / "space.yaml", "embedding_size: {grid: [8, 6, 16]}\n")
     table, best, _ = run_search("MMSSL", "toy", space, config_dict=config, grace_period=10,  # no ASHA race
                                 output_dir=str(tmp_path / "ray_results"), experiment_name="fail")
-    status = dict(zip(table["variant"], table["status"]))
-    assert status["reference"] == status["paper"] == "completed"
-    assert status["bogus"].startswith("failed") and "variant" in status["bogus"]
-    assert best["variant"] in ("reference", "paper")
+    status = dict(zip(table["embedding_size"], table["status"]))
+    assert status[8] == status[16] == "completed"
+    assert status[6].startswith("failed") and "divisible" in status[6]
+    assert best["embedding_size"] in (8, 16)
 
 
 def free_port():

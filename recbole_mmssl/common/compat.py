@@ -7,6 +7,12 @@
   graph baselines call to build their adjacency matrices.
 * RecBole 1.2.1's evaluation collector calls ``.cpu()`` on non-tensor data, which breaks its
   own ItemCoverage, AveragePopularity, GiniIndex and TailPercentage metrics.
+* RecBole 1.2.1's own code triggers warnings that a user cannot act on in every run: pandas'
+  chained-assignment ``FutureWarning`` (its dataset's ``fillna(inplace=True)``), torch's
+  deprecation of ``torch.cuda.amp.GradScaler`` (its trainer) and of ``torch.sparse.FloatTensor``
+  (its graph models). Exactly those messages are filtered, from RecBole's modules only; torch's
+  note that sparse invariant checks are off by default is answered by opting out explicitly
+  (the plugin builds its sparse graphs itself, from checked edge lists).
 * torch >= 2.6 loads with ``weights_only=True``; RecBole's checkpoints hold the pickled
   ``Config``, so its reload paths fail. The plugin's trainers write and read checkpoints of
   :mod:`recbole_mmssl.trainer.checkpoint`'s format instead, which open under ``weights_only=True``.
@@ -28,6 +34,20 @@ _NUMPY_ALIASES = {
     "complex_": np.complex128,
     "unicode_": np.str_,
 }
+
+
+def install_warning_filters():
+    """Silence the warnings of RecBole's own code described above (and only those)."""
+    import warnings
+
+    import torch
+
+    for category, message, module in (
+            (FutureWarning, "A value is trying to be set on a copy of a DataFrame", r"recbole\.data\.dataset"),
+            (FutureWarning, r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", r"recbole\.trainer"),
+            (UserWarning, r"torch\.sparse\.SparseTensor\(indices, values, shape", r"recbole\.model")):
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    torch.sparse.check_sparse_tensor_invariants.disable()
 
 
 def install_numpy_aliases():

@@ -9,6 +9,7 @@ an entry here.
 
 import numbers
 
+from recbole_mmssl.config.rules import AUTO
 from recbole_mmssl.data.dataset import COLD_START_POLICIES
 from recbole_mmssl.errors import InputError
 from recbole_mmssl.evaluation import TEST_MASKS
@@ -110,7 +111,7 @@ KEYS = {
                     or (isinstance(v, str) and v.isdigit() and 0 < int(v) < 65536), "a port number 1-65535"),
     "offset": integer(0),
     # --- shared by several models
-    "embedding_size": COUNT, "n_layers": LAYERS, "reg_weight": WEIGHT, "cl_weight": WEIGHT, "dropout": DROPOUT,
+    "embedding_size": COUNT, "n_layers": LAYERS | one_of(AUTO), "reg_weight": WEIGHT, "cl_weight": WEIGHT, "dropout": DROPOUT,
     "freeze_features": BOOL,
     # --- MMSSL (properties/model/MMSSL.yaml)
     "variant": one_of("reference", "paper", "improved"),

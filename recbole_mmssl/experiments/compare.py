@@ -41,7 +41,6 @@ import numpy as np
 import pandas as pd
 import torch
 from recbole.config.configurator import Config as RecBoleConfig
-from recbole.utils import init_logger
 
 from recbole_mmssl.common.files import atomic_path, save_csv, write_text
 from recbole_mmssl.common.plots import bar_chart
@@ -51,7 +50,7 @@ from recbole_mmssl.experiments.rankings import collect_rankings, per_user_metric
 from recbole_mmssl.experiments.report import (PAIRED_METRICS, checkpoint_labels, markdown_table, paired_tests,
                                               pooled_user_scores)
 from recbole_mmssl.experiments.tune import ray_session
-from recbole_mmssl.quick_start import load_trainer, train_in_folder
+from recbole_mmssl.quick_start import load_trainer, start_logging, train_in_folder
 from recbole_mmssl.trainer.checkpoint import load_checkpoint
 from recbole_mmssl.utils import check_inputs
 
@@ -103,7 +102,7 @@ def run_one(run, dataset, seed, folder, config_files=(), overrides=None, threads
                     config_dict={**(overrides or {}), "seed": seed, "checkpoint_dir": str(folder),
                                  "show_progress": False}, config_dict_source=OVERRIDES)
     folder.mkdir(parents=True, exist_ok=True)
-    init_logger(config)
+    start_logging(config)
     handler = _run_logger(folder)
     try:
         trainer, (_, _, test) = train_in_folder(config, folder)

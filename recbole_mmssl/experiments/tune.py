@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
-from recbole.utils import init_logger, init_seed
+from recbole.utils import init_seed
 from recbole.utils.argument_list import dataset_arguments
 
 from recbole_mmssl.common.files import atomic_path, save_csv
@@ -30,7 +30,7 @@ from recbole_mmssl.config import Config
 from recbole_mmssl.config.keys import KEYS
 from recbole_mmssl.data.dataset import DATASET_KEYS
 from recbole_mmssl.errors import InputError
-from recbole_mmssl.quick_start import train_in_folder
+from recbole_mmssl.quick_start import start_logging, train_in_folder
 from recbole_mmssl.utils import check_inputs, create_dataset
 
 SAMPLERS = {
@@ -242,7 +242,7 @@ def run_search(model, dataset, space_file, config_file_list=None, config_dict=No
     data_keys = [name for name in space if name in set(dataset_arguments) | set(DATASET_KEYS)]
     if data_keys:
         raise SearchSpaceError(f"{space_file}: {data_keys} change the dataset, which is built once per search.")
-    init_logger(driver)
+    start_logging(driver)
     base = {k: v for k, v in driver.external_config_dict.items() if k not in TUNE_FLAGS + ("model", "dataset")}
     metric = driver["valid_metric"].lower()
     mode = "max" if driver["valid_metric_bigger"] else "min"
