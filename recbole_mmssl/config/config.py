@@ -117,16 +117,23 @@ class Config(RecBoleConfig):
             ]
         model_settings = dict(self.internal_config_dict.pop("model_settings", None) or {}).get(model) or {}
         dataset_presets = model_settings.pop("presets", None) or {}
-        self.internal_config_dict.update(model_settings)
-        self.origins.update({key: f"{_short(dataset_file)} (model_settings: {model})" for key in model_settings})
-        self._apply_preset(model, dataset, dataset_presets)
+        variant, preset = self._preset(model, dataset, dataset_presets)
+        self.origins.update({key: f"the {variant!r} preset" for key in preset})
+        if preset.pop("dataset_settings", True):  # False: the preset is the same on every dataset (but its rules)
+            self.internal_config_dict.update(model_settings)
+            self.origins.update({key: f"{_short(dataset_file)} (model_settings: {model})" for key in model_settings})
+            preset.update(dataset_presets.get(variant) or {})
+            self.origins.update({key: f"the {variant!r} preset of {_short(dataset_file)}"
+                                 for key in dataset_presets.get(variant) or {}})
+        self.internal_config_dict.update(preset)
 
-    def _apply_preset(self, model, dataset, dataset_presets):
-        """The chosen ``variant``'s keys from the model file's ``presets``, then from the dataset
-        file's ``model_settings[<Model>].presets``; config files and flags still win."""
+    def _preset(self, model, dataset, dataset_presets):
+        """(variant, its keys): the chosen ``variant``'s block of the model file's ``presets`` (none
+        where the model has no presets), to which the dataset file's ``model_settings[<Model>].presets``
+        add unless the block says ``dataset_settings: False``; config files and flags win over both."""
         presets = self.internal_config_dict.pop("presets", None) or {}
         if not presets:
-            return
+            return None, {}
         variant = self.external_config_dict.get("variant", self.internal_config_dict.get("variant"))
         if variant not in presets:
             raise InputError(f"Config key 'variant' is {variant!r}; model {model} has the presets {sorted(presets)}.")
@@ -134,11 +141,7 @@ class Config(RecBoleConfig):
         if unknown:
             raise InputError(f"properties/dataset/{dataset}.yaml sets presets {unknown} that model {model} "
                              f"does not have; its presets are {sorted(presets)}.")
-        self.internal_config_dict.update(presets[variant] or {})
-        self.internal_config_dict.update(dataset_presets.get(variant) or {})
-        self.origins.update({key: f"the {variant!r} preset" for key in presets[variant] or {}})
-        self.origins.update({key: f"the {variant!r} preset of properties/dataset/{dataset}.yaml"
-                             for key in dataset_presets.get(variant) or {}})
+        return variant, dict(presets[variant] or {})
 
     def _init_device(self):
         """RecBole's device choice; in a process of :func:`recbole_mmssl.common.distributed.spawn`
