@@ -44,9 +44,10 @@ def test_presets_layer_over_model_and_dataset_settings(properties):
 
     improved = build(variant="improved")
     for key, value in presets["improved"].items():
-        if key != "learning_rate":
+        if key != "dataset_settings":
             assert improved[key] == value, key
-    assert improved["learning_rate"] == 0.3  # the dataset's improved block wins over its reference value
+    assert presets["improved"]["dataset_settings"] is False
+    assert improved["cl_weight"] == 0.03  # the model file's: the improved preset ignores the dataset's settings
 
     flagged = build(variant="paper", last_layer_norm="softmax", learning_rate=0.5)
     assert flagged["last_layer_norm"] == "softmax" and flagged["adjacency_norm"] == "symmetric"
@@ -182,3 +183,29 @@ def test_several_wrong_values_in_one_message():
     with pytest.raises(InputError) as error:
         Config(model="MMSSL", dataset="toy", config_dict={"data_path": "unused", "n_heads": 0, "gumbel_tau": 0})
     assert "'n_heads' is 0" in str(error.value) and "'gumbel_tau' is 0" in str(error.value)
+
+
+def test_improved_is_the_same_on_every_dataset_but_its_rules(tmp_path, toy_multimodal):
+    """tiktok, ml-100k (when built here) and a dataset without a properties file: every MMSSL key
+    of the improved preset resolves alike, except the keys that rules derive from the data."""
+    from recbole_mmssl.config.rules import RULES
+    from recbole_mmssl.quick_start import prepare_data
+
+    model_keys = set(yaml.safe_load((REPO / "properties" / "model" / "MMSSL.yaml").read_text())) - {"presets"}
+    config, _, _ = toy_multimodal
+    dataset_keys = ("data_path", "USER_ID_FIELD", "ITEM_ID_FIELD", "load_col", "benchmark_filename", "modalities")
+    settings = {"tiktok": {}, "toy": {key: config[key] for key in dataset_keys}}
+    if (REPO / "dataset" / "ml-100k").is_dir():
+        settings["ml-100k"] = {}
+    resolved = {}
+    for dataset, extra in settings.items():
+        built = Config(model="MMSSL", dataset=dataset, config_dict={**extra, "variant": "improved"})
+        prepare_data(built)
+        resolved[dataset] = {key: built[key] for key in model_keys}
+    assert all(value != "auto" for values in resolved.values() for value in values.values())
+    first, *others = resolved.values()
+    for values in others:
+        differing = {key for key in model_keys if values[key] != first[key]}
+        assert differing <= set(RULES), differing
+    reference = Config(model="MMSSL", dataset="tiktok", config_dict={"variant": "reference"})
+    assert reference["learning_rate"] == 5.4e-4  # the dataset's model_settings still apply to the reference

@@ -42,6 +42,7 @@ def statistics(train_dataset, config):
 
 
 REACH_SHARE = 0.1
+MAX_LAYERS = 4  # the paper's range of GNN layers (1 to 4)
 
 
 def gnn_layers(stats):
@@ -51,12 +52,12 @@ def gnn_layers(stats):
     the mean item and user degrees. After L layers an item's representation mixes about
     (d_i d_u)^L items. On dense data one layer already spans the catalogue and more layers only
     smooth every item towards the same vector; on sparse data a single layer sees a few dozen
-    items. L = max(1, ceil(ln(share * I) / ln(d_i d_u))), share = 0.1.
+    items. L = ceil(ln(share * I) / ln(d_i d_u)), share = 0.1, kept within the paper's 1 to 4.
     """
     branching = stats.item_degree * stats.user_degree
-    if branching <= 1:
-        return 1
-    return max(1, math.ceil(math.log(REACH_SHARE * stats.items) / math.log(branching)))
+    if branching <= 1:  # the reach never grows: as deep as the paper goes
+        return MAX_LAYERS
+    return min(MAX_LAYERS, max(1, math.ceil(math.log(REACH_SHARE * stats.items) / math.log(branching))))
 
 
 RULES = {"n_layers": gnn_layers}
