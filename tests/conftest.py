@@ -151,8 +151,8 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
 def is_picture(path):
-    """A PNG where matplotlib is installed; no file where it is not (the CSVs are written regardless)."""
+    """A PNG file. The tested environment installs matplotlib (requirements.txt), so a missing
+    matplotlib fails this check instead of turning it into a check that no picture exists."""
+    assert HAS_MATPLOTLIB, "matplotlib, which requirements.txt installs, is missing"
     path = Path(path)
-    if not HAS_MATPLOTLIB:
-        return not path.exists()
-    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -175,6 +175,84 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_critic():
     torch.testing.assert_close(loss, -real[:, 0].mean() + fake[:, 0].mean())
 
 
+class LinearCritic(torch.nn.Module):
+    """D(x) = x . w: its input gradient is w in every row, so the penalty is 0.3 (||w|| - 1)^2."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        return x @ self.w
+
+    def precision(self, device):
+        return contextlib.nullcontext()
+
+
+class SquareCritic(LinearCritic):
+    """D(x) = ||x||^2 / 2: its input gradient at x is x itself."""
+
+    def forward(self, x):
+        return (x * x).sum(1) / 2
+
+
+def test_gradient_penalty_at_a_non_zero_value():
+    """By hand: weight gp_weight * 0.3 (the released code's constant) times the mean squared gap of
+    the gradient norm to 1; with real = fake every interpolated row is the real row."""
+    torch.manual_seed(6)
+    real, fake = torch.rand(8, 5, dtype=torch.float64), torch.rand(8, 5, dtype=torch.float64)
+    w = torch.tensor([2.0, 0.0, 1.0, 2.0, 0.0], dtype=torch.float64)  # ||w|| = 3
+    loss = discriminator_loss(LinearCritic(w), real, fake, gp_weight=2.0)
+    expected = -(real @ w).mean() + (fake @ w).mean() + 2.0 * 0.3 * (3.0 - 1.0) ** 2
+    torch.testing.assert_close(loss, expected)
+
+    rows = torch.rand(6, 4, dtype=torch.float64) * 2
+    loss = discriminator_loss(SquareCritic(w[:4]), rows, rows.clone(), gp_weight=1.0)
+    norms = rows.norm(dim=1)
+    torch.testing.assert_close(loss, 0.3 * ((norms - 1) ** 2).mean())  # the two mean D terms cancel
+
+
+def test_relation_and_real_rows_against_dense_numpy():
+    """rownorm((X Y^T) with the training entries zeroed), and without noise the real rows
+    rownorm(softmax(R / tau) + aux_weight * S) (form orig) or rownorm(softmax(R) + aux_weight * S)
+    (form head), computed here in float64 NumPy."""
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(9, 3))
+    block = rng.random((5, 9)) < 0.3
+    block[:, 0] = True
+    entries = tuple(torch.from_numpy(np.stack(np.nonzero(block))))
+    scores = np.where(block, 0.0, x @ y.T)
+    expected = scores / np.linalg.norm(scores, axis=1, keepdims=True)
+    rows = relation_rows(torch.from_numpy(x), torch.from_numpy(y), entries)
+    np.testing.assert_allclose(rows.numpy(), expected, rtol=1e-12)
+    for form, tau, aux in (("orig", 0.3, 100.0), ("orig", 2.0, 3.0), ("head", 0.3, 0.5)):
+        logits = block / tau if form == "orig" else block * 1.0
+        soft = np.exp(logits - logits.max(1, keepdims=True))
+        soft /= soft.sum(1, keepdims=True)
+        mixed = soft + aux * expected
+        real = real_rows(entries, torch.from_numpy(expected.copy()), tau, 0.0, form, aux)
+        np.testing.assert_allclose(real.numpy(), mixed / np.linalg.norm(mixed, axis=1, keepdims=True), rtol=1e-10)
+    plain = block + 3.0 * expected  # w/o-GT: the interactions themselves
+    real = real_rows(entries, torch.from_numpy(expected.copy()), 0.3, 1e-5, "orig", 3.0, use_gumbel=False)
+    np.testing.assert_allclose(real.numpy(), plain / np.linalg.norm(plain, axis=1, keepdims=True), rtol=1e-10)
+
+
+@pytest.mark.parametrize("precision, tolerance", [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+def test_low_precision_critic_losses_stay_near_float32(precision, tolerance):
+    """The discriminator's loss in bfloat16 (3 significant digits) and float16 (with its own loss
+    scaling, 4 digits) against float32 on the same weights and draws, within a relative tolerance."""
+    torch.manual_seed(8)
+    exact = Discriminator(64, negative_slope=0.2)
+    low = Discriminator(64, negative_slope=0.2, dtype=precision)
+    low.load_state_dict(exact.state_dict())
+    real, fake = torch.rand(32, 64), torch.rand(32, 64)
+    losses = []
+    for disc in (exact, low):
+        torch.manual_seed(9)
+        losses.append(discriminator_loss(disc, real, fake, gp_weight=1.0))
+    torch.testing.assert_close(losses[1], losses[0], rtol=tolerance, atol=tolerance * abs(losses[0].item()))
+
+
 def test_scaled_gradient_penalty_equals_the_unscaled_one():
     """The float16 loss scale of the inner gradient is removed again: same penalty, same gradients."""
     disc = Discriminator(16, negative_slope=0.2).double()
