@@ -26,6 +26,7 @@ import sys
 
 import numpy as np
 
+from recbole_mmssl.data.amazon import build as build_amazon
 from recbole_mmssl.data.features import FeatureFileError, MODALITY_NAME, read_feature_matrix, read_item_tokens
 from recbole_mmssl.data.folder import (PHASES, item_map_path, token_list_path, write_benchmark,
                                        write_features, write_token_list)
@@ -220,6 +221,16 @@ def main(argv=None):
                            help="modalities to write (default: text genre)")
     movielens.add_argument("--text-model", help="sentence-transformers model (default: the bundled all-MiniLM-L6-v2)")
     movielens.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    amazon = sub.add_parser("amazon", help="add text and image features to amazon-baby or amazon-sports from the "
+                                           "published Amazon product data (2014) files")
+    amazon.add_argument("--dataset", required=True, help="the prepared folder's name, e.g. amazon-baby")
+    amazon.add_argument("--meta", help="meta_<Category>.json.gz: writes the text modality (MMRec's sentences)")
+    amazon.add_argument("--image-features", help="image_features_<Category>.b: writes the image modality")
+    amazon.add_argument("--reviews", help="reviews_<Category>_5.json.gz or ratings_<Category>.csv: builds the "
+                                          "item map (item token -> ASIN) by matching the interactions")
+    amazon.add_argument("--out", default="dataset", help="parent folder of the dataset folder (default: dataset)")
+    amazon.add_argument("--text-model", help="sentence-transformers model (default: the bundled all-MiniLM-L6-v2)")
+    amazon.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     with reported_input_errors(args.debug):
@@ -228,6 +239,9 @@ def main(argv=None):
         elif args.command == "mmrec":
             print(from_mmrec(args.src, args.name, args.out, args.user_field, args.item_field,
                              args.split_field, args.features_dir, args.modalities))
+        elif args.command == "amazon":
+            print(build_amazon(args.dataset, args.meta, args.image_features, args.reviews, args.out,
+                               args.text_model, args.device))
         elif args.command == "ml-100k":
             print(build_movielens(args.out, args.seed, args.modalities, args.text_model, args.device))
         else:
