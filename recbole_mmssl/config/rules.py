@@ -46,18 +46,21 @@ MAX_LAYERS = 4  # the paper's range of GNN layers (1 to 4)
 
 
 def gnn_layers(stats):
-    """GNN layers: the fewest L >= 1 whose reach holds a tenth of the catalogue.
+    """GNN layers: one more than the fewest layers whose reach holds a tenth of the catalogue.
 
     One layer takes an item to the items of its users: about d_i * d_u items, with d_i and d_u
-    the mean item and user degrees. After L layers an item's representation mixes about
-    (d_i d_u)^L items. On dense data one layer already spans the catalogue and more layers only
+    the mean item and user degrees, so L layers mix about (d_i d_u)^L items into an item's
+    representation. On dense data one layer already spans the catalogue and more layers only
     smooth every item towards the same vector; on sparse data a single layer sees a few dozen
-    items. L = ceil(ln(share * I) / ln(d_i d_u)), share = 0.1, kept within the paper's 1 to 4.
+    items. The released code softmaxes the last layer over its dimensions, which bounds it, so
+    the layers before it carry the propagation: L = 1 + ceil(ln(share * I) / ln(d_i d_u)), at
+    least 1 + 1, with share = 0.1, and at most the paper's 4.
     """
     branching = stats.item_degree * stats.user_degree
     if branching <= 1:  # the reach never grows: as deep as the paper goes
         return MAX_LAYERS
-    return min(MAX_LAYERS, max(1, math.ceil(math.log(REACH_SHARE * stats.items) / math.log(branching))))
+    reaching = max(1, math.ceil(math.log(REACH_SHARE * stats.items) / math.log(branching)))
+    return min(MAX_LAYERS, 1 + reaching)
 
 
 RULES = {"n_layers": gnn_layers}
