@@ -147,6 +147,19 @@ def bundled(name):
 
 
 
+class Interrupt(Exception):
+    """Raised by :func:`stop_after`: a run interrupted as a killed process would be."""
+
+
+def stop_after(epoch):
+    """A trainer callback that interrupts the run once ``epoch`` has finished (and been saved)."""
+    def callback(epoch_idx, valid_score):
+        if epoch_idx == epoch:
+            raise Interrupt
+
+    return callback
+
+
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 

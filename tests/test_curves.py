@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import is_picture
+from conftest import Interrupt, is_picture, stop_after
 from recbole_mmssl.trainer.checkpoint import load_checkpoint
 from recbole_mmssl.config import Config
 from recbole_mmssl.quick_start import build_model, prepare_data
@@ -20,18 +20,6 @@ def trainer_for(config_dict, model="MMSSL", **overrides):
     cfg = Config(model=model, config_dict={**config_dict, **SMALL, **overrides})
     _, (train, valid, _) = prepare_data(cfg)
     return get_trainer(cfg["MODEL_TYPE"], model)(cfg, build_model(cfg, train)), train, valid
-
-
-class Interrupt(Exception):
-    pass
-
-
-def stop_after(epoch):
-    def callback(epoch_idx, valid_score):
-        if epoch_idx == epoch:
-            raise Interrupt
-
-    return callback
 
 
 @pytest.mark.parametrize("model, losses", [("MMSSL", [f"loss/{n}" for n in LOSS_NAMES]), ("LightGCN", ["loss/total"])])

@@ -4,18 +4,7 @@ ends with the weights and per-epoch records of the uninterrupted run."""
 import pytest
 import torch
 
-from conftest import built
-
-
-class Interrupted(Exception):
-    pass
-
-
-def stop_after(epoch):
-    def callback(done, _score):
-        if done == epoch:
-            raise Interrupted
-    return callback
+from conftest import Interrupt, built, stop_after
 
 
 def records(trainer):
@@ -34,7 +23,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_one(toy_multimodal, in_tmp
     whole.fit(train, valid, saved=True)
 
     _, (train, valid, _), _, cut = built(model, {**config, **SMALL, **extra, "checkpoint_dir": str(in_tmp / "b")})
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupt):
         cut.fit(train, valid, saved=True, callback_fn=stop_after(1))
     _, (train, valid, _), _, resumed = built(model, {**config, **SMALL, **extra, "checkpoint_dir": str(in_tmp / "b")})
     resumed.resume_checkpoint(cut.last_checkpoint_file)
