@@ -542,3 +542,27 @@ def test_shared_forward_gives_the_critic_the_discriminator_steps_columns(toy_mul
     separate_losses = separate.calculate_loss(batch)
     for a, b in zip(losses[:3], separate_losses[:3]):  # bpr and the regularisers see the same forward
         torch.testing.assert_close(a, b)
+
+
+def test_contrastive_shortcut_on_empty_modality_graphs_trains_as_the_full_loss(toy_multimodal, in_tmp, monkeypatch):
+    """With empty modality graphs (graph_period 1 leaves them empty from the third batch on) the
+    contrastive loss is a constant without gradient; computing it as such changes nothing: the
+    same losses and parameters, bit for bit, as the b x b computation."""
+    from recbole_mmssl.model.mmssl.recommender import MMSSL
+
+    config, _, _ = toy_multimodal
+    runs = []
+    for shortcut in (True, False):
+        if not shortcut:
+            full = MMSSL.contrastive_loss
+            monkeypatch.setattr(MMSSL, "contrastive_loss", lambda self, a, p, empty=False: full(self, a, p, False))
+        _, (train, _, _), model, trainer = mmssl(config, graph_topk_rate=0.05, use_adversarial=False)
+        trainer._reseed(0, train)
+        model.train()
+        model.start_epoch()
+        losses = [trainer._recommender_step(batch)[0] for batch in itertools.islice(train, 5)]
+        assert model.modality_graph.nnz("image") == 0  # the later batches ran on empty graphs
+        runs.append((losses, {k: v.clone() for k, v in model.state_dict().items()}))
+    (losses_a, state_a), (losses_b, state_b) = runs
+    assert all(torch.equal(a, b) for la, lb in zip(losses_a, losses_b) for a, b in zip(la, lb))
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)

@@ -248,7 +248,8 @@ class MMSSL(MultiModalRecommender):
             ) / self.n_real_items
         contrastive = zero
         if self.use_contrastive:
-            contrastive = sum(self.contrastive_loss(out.view_user[m][users], u) for m in self.modalities)
+            contrastive = sum(self.contrastive_loss(out.view_user[m][users], u, self.modality_graph.nnz(m) == 0)
+                              for m in self.modalities)
         generator, tops = zero, None
         graph_k = self._batch_graph_k()
         if self.use_adversarial and self.sampled:
@@ -295,9 +296,17 @@ class MMSSL(MultiModalRecommender):
             return shared["out"], shared["picked"]
         return self.forward(), None
 
-    def contrastive_loss(self, anchors, positives):
+    def contrastive_loss(self, anchors, positives, empty_graph=False):
         """InfoNCE (paper Eq. 11): anchor b against its final embedding, negatives from both views
-        (in distributed training, from every rank's share of the batch)."""
+        (in distributed training, from every rank's share of the batch).
+
+        ``empty_graph``: the modality graph has no edge, so every anchor is zero, every similarity
+        exp(0) = 1 and the loss the constant -ln(1 / (2b - 1) + 1e-8), with no gradient: it is
+        computed as such, without the b x b products (one process; several ranks all compute).
+        """
+        if empty_graph and not distributed.active():
+            ratio = anchors.new_ones(len(anchors)) / anchors.new_full((len(anchors),), 2 * len(anchors) - 1)
+            return -torch.log(ratio + 1e-8).mean()
         z1, z2 = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
         all1, all2 = distributed.gather(z1), distributed.gather(z2)
         own = distributed.shard(len(all1))
