@@ -12,8 +12,8 @@ from scipy import stats
 
 from conftest import is_picture
 from recbole_mmssl import quick_start
-from recbole_mmssl.experiments.compare import (RunSpec, checkpoint_labels, compare, main, paired_tests, parse_run,
-                                   pooled_user_scores, run_one)
+from recbole_mmssl.experiments.compare import RunSpec, compare, main, parse_run, run_one
+from recbole_mmssl.experiments.report import checkpoint_labels, paired_tests, pooled_user_scores
 from recbole_mmssl.trainer.checkpoint import load_checkpoint
 from recbole_mmssl.trainer.resume import CheckpointMixin
 from recbole_mmssl.trainer import MMSSLTrainer

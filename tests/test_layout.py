@@ -2,7 +2,6 @@
 downwards or within a floor, and no import circle exists."""
 
 import ast
-from pathlib import Path
 
 from conftest import REPO
 

@@ -7,9 +7,9 @@ import torch
 
 from conftest import built
 from recbole_mmssl.model.mmssl.relation_rows import real_rows, relation_rows
-from recbole_mmssl.model.mmssl.sampled_critic import (RANDOM_ITEM, TOP_ENTRY, TRAINING_ITEM, SetCritic, blockwise_topk,
-                                               critic_columns, masked_row_norms, real_values, relation_values,
-                                               set_critic_loss)
+from recbole_mmssl.model.mmssl.sampled_critic import (
+    RANDOM_ITEM, TOP_ENTRY, TRAINING_ITEM, SetCritic, blockwise_topk, critic_columns,
+    masked_row_norms, real_values, relation_values, set_critic_loss)
 
 
 @pytest.fixture

@@ -87,8 +87,8 @@ class Config(RecBoleConfig):
         for key in sorted(set(self.external_config_dict) - known):
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            getLogger("recbole_mmssl.config").warning(f"Config key {key!r} is not a setting of RecBole or of this plugin, "
-                                        f"so it has no effect{hint}")
+            getLogger("recbole_mmssl.config").warning(
+                f"Config key {key!r} is not a setting of RecBole or of this plugin, so it has no effect{hint}")
 
     def compatibility_settings(self):
         install_numpy_aliases()

@@ -111,7 +111,8 @@ KEYS = {
                     or (isinstance(v, str) and v.isdigit() and 0 < int(v) < 65536), "a port number 1-65535"),
     "offset": integer(0),
     # --- shared by several models
-    "embedding_size": COUNT, "n_layers": LAYERS | one_of(AUTO), "reg_weight": WEIGHT, "cl_weight": WEIGHT, "dropout": DROPOUT,
+    "embedding_size": COUNT, "n_layers": LAYERS | one_of(AUTO), "reg_weight": WEIGHT, "cl_weight": WEIGHT,
+    "dropout": DROPOUT,
     "freeze_features": BOOL,
     # --- MMSSL (properties/model/MMSSL.yaml)
     "variant": one_of("reference", "paper", "improved"),

@@ -75,7 +75,7 @@ def resolve(config, train_dataset):
     values = {key: RULES[key](stats) for key in wanted}
     for key, value in values.items():
         config[key] = value
-        config.origins[key] = f"the rule of {key} (recbole_mmssl/config/rules.py) on {config['dataset']}'s training split"
+        config.origins[key] = f"the rule of {key} (config/rules.py) on {config['dataset']}'s training split"
     getLogger().info("Rules on %s (%d users, %d items, %d training interactions): %s", config["dataset"],
                      stats.users, stats.items, stats.interactions, ", ".join(f"{k} = {v}" for k, v in values.items()))
     return values

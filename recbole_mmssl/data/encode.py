@@ -101,7 +101,8 @@ def decoded(path, encoding="utf-8"):
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise InputError(f"{path} line {line}: byte 0x{data[error.start]:02x} (offset {error.start}) is not valid "
-                         f"{encoding}; give the file's encoding with --encoding (for example latin-1 or cp1252).") from None
+                         f"{encoding}; give the file's encoding with --encoding (for example latin-1 or "
+                         "cp1252).") from None
 
 
 def read_texts(path, template=None, delimiter=None, encoding="utf-8"):

@@ -1,4 +1,5 @@
-"""Graph pieces and losses that the plugin's models share (docs/design.md, 'Graphs and normalisation' and 'The baselines').
+"""Graph pieces and losses that the plugin's models share (docs/design.md, 'Graphs and normalisation'
+and 'The baselines').
 
 User-item graphs: MMSSL's bipartite P (users x items) and Q (items x users) with the one-sided
 or symmetric normalisation, and the (U+I) x (U+I) node adjacency of LightGCN backbones with the

@@ -106,7 +106,8 @@ class MMSSL(MultiModalRecommender):
         self.sampled = config["discriminator"] == "sampled"
         if self.sampled:
             self.discriminator = SetCritic(self.n_real_items, d, config["critic_hidden"], config["d_output_scale"])
-            self.critic_items = (config["critic_train_items"], config["critic_top_items"], config["critic_random_items"])
+            self.critic_items = (config["critic_train_items"], config["critic_top_items"],
+                                 config["critic_random_items"])
         else:
             self.discriminator = Discriminator(
                 self.n_real_items,

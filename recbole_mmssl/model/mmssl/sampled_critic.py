@@ -211,7 +211,8 @@ def critic_inputs(out, users, entries, picked, modalities, real_rows=None):
         norms = masked_row_norms(user_rows, item_rows, entries)
         fake.append(relation_values(user_rows, item_rows, columns, observed, norms))
     n_modalities = len(modalities)
-    return {"fake": torch.cat(fake), "real": real, "items": ui_item.detach(), "columns": columns.repeat(n_modalities, 1),
+    return {"fake": torch.cat(fake), "real": real, "items": ui_item.detach(),
+            "columns": columns.repeat(n_modalities, 1),
             "kinds": kinds.repeat(n_modalities, 1)}
 
 
