@@ -14,7 +14,7 @@ from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator
 from recbole_mmssl.model.mmssl.modality_graph import topk_pairs
 from recbole_mmssl.model.mmssl.relation_rows import real_rows, relation_rows
 from recbole_mmssl.model.feature_norm import normalise_features
-from recbole_mmssl.model.graphs import one_sided_graphs, symmetric_graphs
+from recbole_mmssl.model.graphs import one_sided_graphs, symmetric_graphs, with_mean_row_sum
 from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate
 from recbole_mmssl.model.mmssl import resolve_variant
 
@@ -333,27 +333,12 @@ def test_symmetric_normalisation_and_lightgcn_propagation_match_dense_numpy():
     np.testing.assert_allclose(items_out.numpy(), mean[5:], rtol=1e-10)
 
 
-def test_alternating_propagation_without_the_last_softmax():
-    """last_layer_norm none keeps the alternating update: H_U^l = P H_I^(l-1), H_I^l = Q H_U^l."""
-    edges = [(0, 0), (0, 2), (1, 1), (2, 2), (2, 0)]
-    users = torch.tensor([u for u, _ in edges])
-    items = torch.tensor([i for _, i in edges])
-    p, q = one_sided_graphs(users, items, torch.ones(len(edges), dtype=torch.float64), 3, 3)
-    pd, qd = p.to_dense().numpy(), q.to_dense().numpy()
-    rng = np.random.default_rng(2)
-    eu, ei = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
-    hu1 = pd @ ei
-    hi1 = qd @ hu1
-    hu2 = pd @ hi1
-    hi2 = qd @ hu2
-    users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 2, last_norm="none")
-    np.testing.assert_allclose(users_out.numpy(), (eu + hu1 + hu2) / 3, rtol=1e-10)
-    np.testing.assert_allclose(items_out.numpy(), (ei + hi1 + hi2) / 3, rtol=1e-10)
-
-
-def test_alternating_propagation_with_unit_length_last_layer():
-    """last_layer_norm l2: the last layer's user rows are scaled to unit length before the items
-    read them, then the items' rows too; earlier layers are untouched."""
+@pytest.mark.parametrize("last_norm", ["none", "l2"])
+@pytest.mark.parametrize("readout", ["mean", "last"])
+def test_alternating_propagation_against_dense_numpy(last_norm, readout):
+    """H_U^l = P H_I^(l-1), then H_I^l = Q H_U^l; ``l2`` scales the last layer's user rows to unit
+    length before the items read them, then the items' rows; the readout is the mean of the
+    layers 0..L or the last layer alone."""
     edges = [(0, 0), (0, 2), (1, 1), (2, 2), (2, 0), (1, 2)]
     users = torch.tensor([u for u, _ in edges])
     items = torch.tensor([i for _, i in edges])
@@ -361,14 +346,28 @@ def test_alternating_propagation_with_unit_length_last_layer():
     pd, qd = p.to_dense().numpy(), q.to_dense().numpy()
     rng = np.random.default_rng(4)
     eu, ei = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
-    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    last = (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)) if last_norm == "l2" else (lambda x: x)
     hu1 = pd @ ei
     hi1 = qd @ hu1
-    hu2 = unit(pd @ hi1)
-    hi2 = unit(qd @ hu2)
-    users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 2, last_norm="l2")
-    np.testing.assert_allclose(users_out.numpy(), (eu + hu1 + hu2) / 3, rtol=1e-10)
-    np.testing.assert_allclose(items_out.numpy(), (ei + hi1 + hi2) / 3, rtol=1e-10)
+    hu2 = last(pd @ hi1)
+    hi2 = last(qd @ hu2)
+    users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 2, last_norm=last_norm,
+                                     readout=readout)
+    expected_users, expected_items = ((eu + hu1 + hu2) / 3, (ei + hi1 + hi2) / 3) if readout == "mean" else (hu2, hi2)
+    np.testing.assert_allclose(users_out.numpy(), expected_users, rtol=1e-10)
+    np.testing.assert_allclose(items_out.numpy(), expected_items, rtol=1e-10)
+
+
+def test_propagation_gain_sets_the_mean_row_sum():
+    """with_mean_row_sum: the rows with edges sum to ``gain`` on average; within the graph, the
+    entries keep their ratios (one factor for all)."""
+    users, items = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 1, 0, 1, 2])
+    p, _ = one_sided_graphs(users, items, torch.ones(6, dtype=torch.float64), 4, 3)
+    scaled = with_mean_row_sum(p, 2.0)
+    dense, original = scaled.to_dense().numpy(), p.to_dense().numpy()
+    sums = dense.sum(1)
+    assert sums[3] == 0 and np.isclose(sums[:3].mean(), 2.0)  # user 3 has no edge and stays empty
+    np.testing.assert_allclose(dense, original * (2.0 / original.sum(1)[:3].mean()), rtol=1e-12)
 
 
 def test_feature_norms():
