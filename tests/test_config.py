@@ -148,7 +148,7 @@ def test_every_shipped_setting_is_allowed(model, dataset):
     ("train_batch_size", 0, "an integer >= 1"),
     ("epochs", 2.5, "an integer >= 1"),
     ("use_adversarial", "yes", "True or False"),
-    ("last_layer_norm", "tanh", "one of ['l2', 'none', 'softmax']"),
+    ("last_layer_norm", "tanh", "one of ['auto', 'l2', 'none', 'softmax']"),
     ("d_betas", [0.5], "a list of 2 values, each a number in [0, 1)"),
     ("modalities", "image", "a list of values, each a non-empty string"),
     ("feature_dims", [384], "a mapping"),

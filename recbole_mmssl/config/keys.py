@@ -111,7 +111,7 @@ KEYS = {
                     or (isinstance(v, str) and v.isdigit() and 0 < int(v) < 65536), "a port number 1-65535"),
     "offset": integer(0),
     # --- shared by several models
-    "embedding_size": COUNT, "n_layers": LAYERS | one_of(AUTO), "reg_weight": WEIGHT, "cl_weight": WEIGHT,
+    "embedding_size": COUNT, "n_layers": LAYERS, "reg_weight": WEIGHT, "cl_weight": WEIGHT,
     "dropout": DROPOUT,
     "freeze_features": BOOL,
     # --- MMSSL (properties/model/MMSSL.yaml)
@@ -119,7 +119,7 @@ KEYS = {
     "attention": NONE | one_of("reference", "paper"), "d_negative_slope": NONE | number(0),
     "graph_update": NONE | one_of("batch", "full"), "graph_pairing": NONE | one_of("reference", "aligned"),
     "n_heads": COUNT, "feat_dropout": DROPOUT, "id_weight": WEIGHT, "mm_weight": WEIGHT,
-    "last_layer_norm": one_of(*LAST_LAYER_NORMS), "adjacency_norm": one_of(*ADJACENCY_NORMS),
+    "last_layer_norm": one_of(*LAST_LAYER_NORMS, AUTO), "adjacency_norm": one_of(*ADJACENCY_NORMS),
     "propagation_gain": NONE | POSITIVE, "propagation": one_of("alternating", "simultaneous"),
     "readout": one_of("mean", "last"),
     "emb_reg_weight": WEIGHT, "feat_reg_weight": WEIGHT, "cl_temperature": POSITIVE, "g_weight": WEIGHT,
