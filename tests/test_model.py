@@ -333,12 +333,22 @@ def test_symmetric_normalisation_and_lightgcn_propagation_match_dense_numpy():
     np.testing.assert_allclose(items_out.numpy(), mean[5:], rtol=1e-10)
 
 
-@pytest.mark.parametrize("last_norm", ["none", "l2"])
+def _dense_last_layer(last_norm, share):
+    """The last layer's row map in NumPy: a softmax written out, blended with the identity."""
+    if last_norm == "l2":
+        return lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+    if last_norm == "none":
+        return lambda x: x
+    return lambda x: share * np.exp(x) / np.exp(x).sum(1, keepdims=True) + (1 - share) * x
+
+
+@pytest.mark.parametrize("last_norm, share", [("none", 1.0), ("l2", 1.0), ("softmax", 1.0), ("softmax", 0.3),
+                                              ("softmax", 0.0)])
 @pytest.mark.parametrize("readout", ["mean", "last"])
-def test_alternating_propagation_against_dense_numpy(last_norm, readout):
-    """H_U^l = P H_I^(l-1), then H_I^l = Q H_U^l; ``l2`` scales the last layer's user rows to unit
-    length before the items read them, then the items' rows; the readout is the mean of the
-    layers 0..L or the last layer alone."""
+def test_alternating_propagation_against_dense_numpy(last_norm, share, readout):
+    """H_U^l = P H_I^(l-1), then H_I^l = Q H_U^l; the last layer's user rows are mapped (unit
+    length, or s softmax + (1 - s) identity) before the items read them, then the items' rows; the
+    readout is the mean of the layers 0..L or the last layer alone."""
     edges = [(0, 0), (0, 2), (1, 1), (2, 2), (2, 0), (1, 2)]
     users = torch.tensor([u for u, _ in edges])
     items = torch.tensor([i for _, i in edges])
@@ -346,16 +356,28 @@ def test_alternating_propagation_against_dense_numpy(last_norm, readout):
     pd, qd = p.to_dense().numpy(), q.to_dense().numpy()
     rng = np.random.default_rng(4)
     eu, ei = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
-    last = (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)) if last_norm == "l2" else (lambda x: x)
+    last = _dense_last_layer(last_norm, share)
     hu1 = pd @ ei
     hi1 = qd @ hu1
     hu2 = last(pd @ hi1)
     hi2 = last(qd @ hu2)
     users_out, items_out = propagate(p, q, torch.from_numpy(eu), torch.from_numpy(ei), 2, last_norm=last_norm,
-                                     readout=readout)
+                                     readout=readout, softmax_share=share)
     expected_users, expected_items = ((eu + hu1 + hu2) / 3, (ei + hi1 + hi2) / 3) if readout == "mean" else (hu2, hi2)
     np.testing.assert_allclose(users_out.numpy(), expected_users, rtol=1e-10)
     np.testing.assert_allclose(items_out.numpy(), expected_items, rtol=1e-10)
+
+
+@pytest.mark.parametrize("share, same_as", [(0.0, "none"), (1.0, "softmax")])
+def test_softmax_share_at_its_ends_is_exactly_none_or_the_softmax(share, same_as):
+    """The improved preset's rule gives 0 or 1 on the bundled datasets: those must be the
+    unblended forms bit for bit, so that the share adds no rounding there."""
+    users, items = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 0, 2])
+    p, q = one_sided_graphs(users, items, torch.ones(5), 3, 3)
+    eu, ei = torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), torch.randn(3, 8)
+    blended = propagate(p, q, eu, ei, 2, last_norm="softmax", softmax_share=share)
+    plain = propagate(p, q, eu, ei, 2, last_norm=same_as)
+    assert all(torch.equal(a, b) for a, b in zip(blended, plain))
 
 
 def test_propagation_gain_sets_the_mean_row_sum():

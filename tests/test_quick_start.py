@@ -131,10 +131,10 @@ def test_improved_preset_trains_on_bundled_tiktok(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     log = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)  # without the log's colours
     settings = yaml.safe_load((REPO / "properties" / "model" / "MMSSL.yaml").read_text())["presets"]["improved"]
-    assert settings.pop("dataset_settings") is False and settings["last_layer_norm"] == "auto"
+    assert settings.pop("dataset_settings") is False and settings["softmax_share"] == "auto"
     for key, value in settings.items():
         assert re.search(rf"\n{key} = {re.escape(str(value))}\n", log), key  # the run's config as RecBole prints it
-    assert "Rules on tiktok (9298 users, 6710 items, 59541 training interactions): last_layer_norm = none" in log
+    assert "Rules on tiktok (9298 users, 6710 items, 59541 training interactions): softmax_share = 0" in log
     assert "epoch 0 training" in log and re.search(r"test result: OrderedDict\(.*'recall@20'", log)
 
 

@@ -1,29 +1,36 @@
 """The rules that derive preset values from the training data, on hand-made statistics."""
 
+import math
+
 import pytest
 
 from conftest import base_config, built, toy_splits, write_dataset
-from recbole_mmssl.config.rules import Statistics, last_layer_norm
+from recbole_mmssl.config.rules import Statistics, softmax_share
 
 
-@pytest.mark.parametrize("users, items, interactions, norm", [
-    (9_298, 6_710, 59_541, "none"),      # TikTok's training split: one layer reaches 57 of 6,710 items
-    (943, 1_682, 80_367, "softmax"),     # MovieLens-100k: one layer reaches 4,072 items, past the catalogue
-    (19_445, 7_050, 118_551, "none"),    # Amazon-Baby: 103 of 7,050
-    (1_000, 1_000, 9_999, "none"),       # 9.999 x 9.999 = 99.98 items: just short of a tenth...
-    (1_000, 1_000, 10_000, "softmax"),   # ... and 10 x 10 = 100: a tenth
+@pytest.mark.parametrize("users, items, interactions, share", [
+    (9_298, 6_710, 59_541, 0.0),     # TikTok's training split: one layer reaches 57 of 6,710 items (0.85%)
+    (943, 1_682, 80_367, 1.0),       # MovieLens-100k: one layer reaches 4,072 items, past the catalogue
+    (19_445, 7_050, 118_551, 0.0),   # Amazon-Baby: 103 of 7,050 (1.5%)
+    (1_000, 1_000, 10_000, 1.0),     # 10 x 10 = 100 items: a tenth, the softmax in full
+    (1_000, 1_000, 6_065, 0.0),      # 6.065 x 6.065 = 36.8 items: a tenth over e, no softmax
+    (1_000, 1_000, 7_788, 0.5),      # 7.788^2 = 60.65 items: a tenth over sqrt(e), half of each
 ])
-def test_softmax_where_one_layer_reaches_a_tenth_of_the_catalogue(users, items, interactions, norm):
+def test_the_softmax_share_grows_with_the_log_of_the_reach(users, items, interactions, share):
     stats = Statistics(users, items, interactions, 1024)
-    reach = (interactions / users) * (interactions / items)  # items of an item's users, by hand
-    assert (reach >= 0.1 * items) == (norm == "softmax")
-    assert last_layer_norm(stats) == norm
+    assert softmax_share(stats) == pytest.approx(share, abs=2e-4)
 
 
-def test_the_rule_is_monotone_in_the_density():
-    norms = [last_layer_norm(Statistics(1_000, 2_000, n, 1024)) for n in (2_000, 10_000, 20_000, 100_000, 400_000)]
-    first_softmax = norms.index("softmax")
-    assert set(norms[:first_softmax]) == {"none"} and set(norms[first_softmax:]) == {"softmax"}
+def test_the_share_is_monotone_and_continuous_in_the_density():
+    """From no softmax to the full softmax over interaction counts one apart: never falling, and
+    no step larger than the log's slope allows (about 2 / n at n interactions)."""
+    counts = range(5_000, 12_001)
+    shares = [softmax_share(Statistics(1_000, 1_000, n, 1024)) for n in counts]
+    assert shares[0] == 0.0 and shares[-1] == 1.0
+    steps = [b - a for a, b in zip(shares, shares[1:])]
+    assert min(steps) >= 0
+    assert max(step * n for step, n in zip(steps, counts)) < 2.0 + 1e-3
+    assert math.isclose(sum(steps), 1.0)
 
 
 def test_auto_is_resolved_from_the_training_split(tmp_path, in_tmp):
@@ -33,5 +40,6 @@ def test_auto_is_resolved_from_the_training_split(tmp_path, in_tmp):
     write_dataset(tmp_path / "data", "toy", toy_splits(), features, [f"i{k}" for k in range(80)])
     config = base_config(tmp_path, "toy", modalities=["image"], n_heads=2, embedding_size=8)
     cfg, _, model, _ = built("MMSSL", {**config, "variant": "improved"})  # 40 users x 4 items over 80
-    assert cfg["last_layer_norm"] == last_layer_norm(Statistics(40, 80, 160, 64)) == "softmax"  # 4 x 2 >= 8
-    assert model.last_layer_norm == "softmax" and "rule" in cfg.origins["last_layer_norm"]
+    assert cfg["softmax_share"] == softmax_share(Statistics(40, 80, 160, 64)) == 1.0  # 4 x 2 = 8 = a tenth of 80
+    assert model.softmax_share == 1.0 and model.last_layer_norm == "softmax"
+    assert "rule" in cfg.origins["softmax_share"]

@@ -379,7 +379,7 @@ def test_reference_is_unchanged_by_the_new_switches(toy_multimodal, in_tmp):
     """With the new keys absent and with them set to their defaults: the same losses through
     three alternating steps, then the same forward, exactly."""
     config, _, _ = toy_multimodal
-    defaults = {"last_layer_norm": "softmax", "adjacency_norm": "one_sided", "propagation": "alternating",
+    defaults = {"last_layer_norm": "softmax", "softmax_share": 1.0, "adjacency_norm": "one_sided", "propagation": "alternating",
                 "propagation_gain": None, "feature_norm": "none", "feature_shuffle_seed": None,
                 "feat_reg_weight": 1e-5}
     runs = []

@@ -119,7 +119,7 @@ KEYS = {
     "attention": NONE | one_of("reference", "paper"), "d_negative_slope": NONE | number(0),
     "graph_update": NONE | one_of("batch", "full"), "graph_pairing": NONE | one_of("reference", "aligned"),
     "n_heads": COUNT, "feat_dropout": DROPOUT, "id_weight": WEIGHT, "mm_weight": WEIGHT,
-    "last_layer_norm": one_of(*LAST_LAYER_NORMS, AUTO), "adjacency_norm": one_of(*ADJACENCY_NORMS),
+    "last_layer_norm": one_of(*LAST_LAYER_NORMS), "softmax_share": RATE | one_of(AUTO), "adjacency_norm": one_of(*ADJACENCY_NORMS),
     "propagation_gain": NONE | POSITIVE, "propagation": one_of("alternating", "simultaneous"),
     "readout": one_of("mean", "last"),
     "emb_reg_weight": WEIGHT, "feat_reg_weight": WEIGHT, "cl_temperature": POSITIVE, "g_weight": WEIGHT,

@@ -1,12 +1,13 @@
 """Values derived from the training data: a preset may set a key to ``auto`` and let a rule compute it
 from the dataset's statistics, so that one preset fits datasets of any size and density.
 
-Each rule is one monotone formula with at most one constant, stated with its reason in its
-docstring; docs/design.md lists the value each derives for the bundled datasets. The values are
+Each rule is one continuous, monotone formula with at most one constant, stated with its reason
+in its docstring; docs/design.md lists the value each derives for the bundled datasets. The values are
 resolved once the training split is known (:func:`resolve`, called by ``quick_start.prepare_data``)
 and written into the configuration, so that logs and checkpoints hold the numbers, not ``auto``.
 """
 
+import math
 from logging import getLogger
 from typing import NamedTuple
 
@@ -43,29 +44,31 @@ def statistics(train_dataset, config):
 REACH_SHARE = 0.1
 
 
-def reaches_the_catalogue(stats):
-    """Whether one GNN layer already mixes a tenth of the catalogue into an item.
+def reach(stats):
+    """The share of the catalogue that one GNN layer mixes into an item.
 
     One layer takes an item to the items of its users: about d_i * d_u of them, with d_i and d_u
     the mean item and user degrees of the training split.
     """
-    return stats.item_degree * stats.user_degree >= REACH_SHARE * stats.items
+    return stats.item_degree * stats.user_degree / max(stats.items, 1)
 
 
-def last_layer_norm(stats):
-    """The last GNN layer's normalisation: the released code's softmax on dense data, none on sparse.
+def softmax_share(stats):
+    """The last GNN layer's softmax share s: 1 + ln(reach / 0.1), clipped to [0, 1].
 
     With the one-sided normalisation a row sums to sqrt(deg), so every layer multiplies an item by
     about the product of the mean square-root degrees: 4 on TikTok, 48 on MovieLens-100k. Where one
-    layer already spans a tenth
-    of the catalogue, a second unbounded layer adds nothing but that factor, and training diverges;
-    the code's softmax bounds it. Where it does not, the second layer reaches further, and
-    softmaxing it leaves the raw embeddings dominant and the model overfits.
+    layer already spans a tenth of the catalogue, a second unbounded layer adds nothing but that
+    factor, and training diverges; the code's softmax bounds it (s = 1). Where one layer reaches
+    far less, the second layer reaches further, and softmaxing it leaves the raw embeddings
+    dominant and the model overfits (s = 0). In between, the share falls with the log of the
+    reach, from 1 at a tenth to 0 at a tenth over e (3.7%), so that a small change in the data
+    moves the model a little, never from one form to the other.
     """
-    return "softmax" if reaches_the_catalogue(stats) else "none"
+    return min(1.0, max(0.0, 1.0 + math.log(max(reach(stats), 1e-12) / REACH_SHARE)))
 
 
-RULES = {"last_layer_norm": last_layer_norm}
+RULES = {"softmax_share": softmax_share}
 
 
 def resolve(config, train_dataset):
@@ -79,5 +82,5 @@ def resolve(config, train_dataset):
         config[key] = value
         config.origins[key] = f"the rule of {key} (config/rules.py) on {config['dataset']}'s training split"
     getLogger().info("Rules on %s (%d users, %d items, %d training interactions): %s", config["dataset"],
-                     stats.users, stats.items, stats.interactions, ", ".join(f"{k} = {v}" for k, v in values.items()))
+                     stats.users, stats.items, stats.interactions, ", ".join(f"{k} = {v:.4g}" for k, v in values.items()))
     return values

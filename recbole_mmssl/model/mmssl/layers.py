@@ -14,7 +14,19 @@ from recbole_mmssl.model.graphs import rownorm
 LAST_LAYER_NORMS = {"softmax": lambda x: torch.softmax(x, dim=-1), "l2": rownorm, "none": None}
 
 
-def propagate(p, q, users, items, n_layers, last_norm="softmax", alternating=True, readout="mean"):
+def last_layer_map(last_norm, softmax_share=1.0):
+    """The map applied to the last layer's rows, or None. With ``softmax``, ``softmax_share`` s
+    blends it with the identity: s softmax(x) + (1 - s) x; s = 1 is the softmax itself and s = 0
+    no map at all, both exactly."""
+    if last_norm != "softmax" or softmax_share == 1:
+        return LAST_LAYER_NORMS[last_norm]
+    if softmax_share == 0:
+        return None
+    return lambda x: softmax_share * torch.softmax(x, dim=-1) + (1 - softmax_share) * x
+
+
+def propagate(p, q, users, items, n_layers, last_norm="softmax", alternating=True, readout="mean",
+              softmax_share=1.0):
     """GNN propagation over the training graph; readout = mean of the L+1 layers (paper Eq. 10), or
     the last layer alone (``readout`` "last").
 
@@ -24,9 +36,10 @@ def propagate(p, q, users, items, n_layers, last_norm="softmax", alternating=Tru
     items see that layer's users. Otherwise both sides update from layer l-1, as LightGCN does.
     ``last_norm`` maps each row of the last layer (H_U before it is used for H_I when
     alternating): ``softmax`` over the embedding dimension (the reference), ``l2`` to unit
-    length, or ``none``.
+    length, or ``none``; ``softmax_share`` blends the softmax with the identity
+    (:func:`last_layer_map`).
     """
-    norm = LAST_LAYER_NORMS[last_norm]
+    norm = last_layer_map(last_norm, softmax_share)
     user_layers, item_layers = [users], [items]
     for layer in range(1, n_layers + 1):
         last = norm is not None and layer == n_layers

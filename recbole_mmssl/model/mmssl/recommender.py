@@ -85,6 +85,7 @@ class MMSSL(MultiModalRecommender):
         self.use_contrastive = config["use_contrastive"]
         self.graph_update = switches["graph_update"]
         self.last_layer_norm = config["last_layer_norm"]
+        self.softmax_share = config["softmax_share"]
         self.alternating = config["propagation"] == "alternating"
         self.readout = config["readout"]
         self.shared_forward = config["shared_forward"]
@@ -193,7 +194,7 @@ class MMSSL(MultiModalRecommender):
         users0 = self.user_embedding.weight + self.id_weight * rownorm(fused_user)
         items0 = self.item_embedding.weight + self.id_weight * rownorm(fused_item)
         users, items = propagate(graphs[self.gnn_p], graphs[self.gnn_q], users0, items0, self.n_layers,
-                                 self.last_layer_norm, self.alternating, self.readout)
+                                 self.last_layer_norm, self.alternating, self.readout, self.softmax_share)
         users = users + self.mm_weight * sum(rownorm(feat_user[m]) for m in self.modalities)
         items = items + self.mm_weight * sum(rownorm(feat_item[m]) for m in self.modalities)
         return MMSSLOutput(users, items, feat_user, feat_item, view_user)
