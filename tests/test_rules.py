@@ -17,7 +17,7 @@ from recbole_mmssl.config.rules import Statistics, softmax_share
     (1_000, 1_000, 7_788, 0.5),      # 7.788^2 = 60.65 items: a tenth over sqrt(e), half of each
 ])
 def test_the_softmax_share_grows_with_the_log_of_the_reach(users, items, interactions, share):
-    stats = Statistics(users, items, interactions, 1024)
+    stats = Statistics(users, items, interactions)
     assert softmax_share(stats) == pytest.approx(share, abs=2e-4)
 
 
@@ -25,7 +25,7 @@ def test_the_share_is_monotone_and_continuous_in_the_density():
     """From no softmax to the full softmax over interaction counts one apart: never falling, and
     no step larger than the log's slope allows (about 2 / n at n interactions)."""
     counts = range(5_000, 12_001)
-    shares = [softmax_share(Statistics(1_000, 1_000, n, 1024)) for n in counts]
+    shares = [softmax_share(Statistics(1_000, 1_000, n)) for n in counts]
     assert shares[0] == 0.0 and shares[-1] == 1.0
     steps = [b - a for a, b in zip(shares, shares[1:])]
     assert min(steps) >= 0
@@ -40,6 +40,6 @@ def test_auto_is_resolved_from_the_training_split(tmp_path, in_tmp):
     write_dataset(tmp_path / "data", "toy", toy_splits(), features, [f"i{k}" for k in range(80)])
     config = base_config(tmp_path, "toy", modalities=["image"], n_heads=2, embedding_size=8)
     cfg, _, model, _ = built("MMSSL", {**config, "variant": "improved"})  # 40 users x 4 items over 80
-    assert cfg["softmax_share"] == softmax_share(Statistics(40, 80, 160, 64)) == 1.0  # 4 x 2 = 8 = a tenth of 80
+    assert cfg["softmax_share"] == softmax_share(Statistics(40, 80, 160)) == 1.0  # 4 x 2 = 8 = a tenth of 80
     assert model.softmax_share == 1.0 and model.last_layer_norm == "softmax"
     assert "rule" in cfg.origins["softmax_share"]

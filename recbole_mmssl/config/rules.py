@@ -20,7 +20,6 @@ class Statistics(NamedTuple):
     users: int  # users with training interactions
     items: int  # items of the catalogue (padding excluded)
     interactions: int  # training interactions
-    train_batch_size: int
 
     @property
     def user_degree(self):
@@ -30,15 +29,11 @@ class Statistics(NamedTuple):
     def item_degree(self):
         return self.interactions / max(self.items, 1)
 
-    @property
-    def steps_per_epoch(self):
-        return self.interactions // self.train_batch_size + 1
 
-
-def statistics(train_dataset, config):
+def statistics(train_dataset):
     """:class:`Statistics` of a RecBole training dataset."""
     users = int(train_dataset.inter_feat[train_dataset.uid_field].unique().numel())
-    return Statistics(users, train_dataset.item_num - 1, len(train_dataset.inter_feat), config["train_batch_size"])
+    return Statistics(users, train_dataset.item_num - 1, len(train_dataset.inter_feat))
 
 
 REACH_SHARE = 0.1
@@ -76,7 +71,7 @@ def resolve(config, train_dataset):
     wanted = [key for key in RULES if key in config.final_config_dict and config[key] == AUTO]
     if not wanted:
         return {}
-    stats = statistics(train_dataset, config)
+    stats = statistics(train_dataset)
     values = {key: RULES[key](stats) for key in wanted}
     for key, value in values.items():
         config[key] = value
