@@ -566,3 +566,20 @@ def test_contrastive_shortcut_on_empty_modality_graphs_trains_as_the_full_loss(t
     (losses_a, state_a), (losses_b, state_b) = runs
     assert all(torch.equal(a, b) for la, lb in zip(losses_a, losses_b) for a, b in zip(la, lb))
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_checkpoint_folder_made_by_another_rank_meanwhile_is_no_error(toy_multimodal, in_tmp, monkeypatch):
+    """Ranks start together: another one may create the folder between RecBole's check and its makedirs."""
+    import recbole.trainer.trainer as recbole_trainer
+
+    def racy_ensure_dir(path):
+        missing = not os.path.exists(path)
+        os.makedirs(path, exist_ok=True)  # the other rank, just now
+        if missing:
+            os.makedirs(path)
+
+    monkeypatch.setattr(recbole_trainer, "ensure_dir", racy_ensure_dir)
+    config, _, _ = toy_multimodal
+    folder = os.path.join(str(in_tmp), "fresh", "checkpoints")
+    *_, trainer = mmssl({**config, "checkpoint_dir": folder})
+    assert os.path.isdir(folder) and trainer.saved_model_file.startswith(folder)

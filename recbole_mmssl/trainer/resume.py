@@ -33,6 +33,11 @@ class CheckpointMixin:
     _stopped = False
     best_epoch = None
 
+    def __init__(self, config, model):
+        # RecBole checks for the folder, then creates it: ranks started together race between the two
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)
+        super().__init__(config, model)
+
     @property
     def last_checkpoint_file(self):
         return self.saved_model_file[:-len(".pth")] + "-last.pth"
