@@ -149,6 +149,43 @@ def test_crafted_checkpoint_is_refused_everywhere(trained, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("key", ["state", "learning_rate", "checkpoint_dir"])
+def test_code_in_a_stored_config_value_never_runs(trained, tmp_path, key):
+    """A checkpoint of the safe format whose configuration holds code as a string value: the
+    configuration is rebuilt from plain values, never evaluated."""
+    from recbole_mmssl.experiments.analyze import main as analyze_main
+    from recbole_mmssl.experiments.compare import main as compare_main
+    from recbole_mmssl.trainer.checkpoint import save_checkpoint
+
+    _, path, _ = trained
+    marker = tmp_path / "marker"
+    checkpoint = load_checkpoint(path)
+    checkpoint["config"][key] = f"[__import__('pathlib').Path({str(marker)!r}).touch(), 'INFO'][1]"
+    crafted = tmp_path / "crafted.pth"
+    save_checkpoint({k: v for k, v in checkpoint.items() if k not in ("format", "version")}, crafted)
+    for call in (lambda: load_data_and_model(crafted),
+                 lambda: analyze_main([str(crafted), "--output", str(tmp_path / "a")]),
+                 lambda: compare_main(["--checkpoints", str(crafted), "--output", str(tmp_path / "c")])):
+        try:
+            call()
+        except (InputError, SystemExit):  # refused, as a value of the wrong kind; or used as the string it is
+            pass
+        assert not marker.exists()
+
+
+def test_command_line_values_are_read_as_literals_not_run(toy_multimodal, in_tmp, tmp_path, monkeypatch):
+    config, _, _ = toy_multimodal
+    marker = tmp_path / "marker"
+    monkeypatch.setattr("sys.argv", ["run", f"--seed=__import__('pathlib').Path({str(marker)!r}).touch() or 5",
+                                     "--learning_rate=2e-3", "--topk=[10, 20]", "--reproducibility=false"])
+    with pytest.raises(InputError, match="seed"):
+        Config(model="MMSSL", config_dict=config)
+    assert not marker.exists()
+    monkeypatch.setattr("sys.argv", ["run", "--learning_rate=2e-3", "--topk=[10, 20]", "--reproducibility=false"])
+    cfg = Config(model="MMSSL", config_dict=config)
+    assert (cfg["learning_rate"], cfg["topk"], cfg["reproducibility"]) == (2e-3, [10, 20], False)
+
+
 def test_dataset_caches_are_never_unpickled(toy_multimodal, in_tmp, tmp_path):
     config, _, _ = toy_multimodal
     cfg = Config(model="MMSSL", config_dict=config)

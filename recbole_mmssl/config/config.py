@@ -7,6 +7,7 @@ Layering, later wins: RecBole's internal files, then the plugin's ``overall.yaml
 the command line.
 """
 
+import ast
 import difflib
 import os
 from functools import lru_cache
@@ -35,8 +36,9 @@ class Config(RecBoleConfig):
     its messages where ``config_dict``'s values came from."""
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, command_line=True,
-                 config_dict_source="config_dict"):
+                 config_dict_source="config_dict", literal_values=False):
         self._command_line = command_line
+        self._literal_values = literal_values
         self.origins, self._file_origins = {}, {}  # key -> where its value came from, in words (for error messages)
         super().__init__(model, dataset, config_file_list, config_dict)
         self.origins.update(self._file_origins)  # later sources win, as in RecBole's layering
@@ -56,9 +58,22 @@ class Config(RecBoleConfig):
         negatives = settings.get("train_neg_sample_args")
         if isinstance(negatives, dict) and negatives.get("distribution") == "none":
             settings["train_neg_sample_args"] = None  # RecBole writes "none" for no sampling, but reads only None
-        config = cls(model=values["model"], dataset=values["dataset"], config_dict=settings, command_line=False)
+        config = cls(model=values["model"], dataset=values["dataset"], config_dict=settings, command_line=False,
+                     literal_values=True)
         config.final_config_dict.update(values)
         return config
+
+    def _convert_config_dict(self, config_dict):
+        """Strings of the command line and of ``config_dict`` read as Python literals (numbers, lists,
+        dicts, True/False/None), never evaluated: RecBole's ``eval`` would run the code in a value, and
+        ``config_dict`` may come from a file someone sent (a checkpoint's stored configuration, whose
+        values are taken as they are)."""
+        if self._literal_values:
+            return config_dict
+        for key, value in config_dict.items():
+            if isinstance(value, str):
+                config_dict[key] = _literal(value)
+        return config_dict
 
     def _load_cmd_line(self):
         return super()._load_cmd_line() if self._command_line else {}
@@ -173,6 +188,15 @@ class Config(RecBoleConfig):
             if bundled.exists():
                 data_path = bundled
         return str(data_path.resolve())
+
+
+def _literal(text):
+    """``text`` as the Python literal it spells, or as itself; 'true'/'false' in any case as booleans."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return {"true": True, "false": False}.get(text.strip().lower(), text)
+    return value if isinstance(value, (str, int, float, list, tuple, dict, bool, type(None))) else text
 
 
 def _short(path):
