@@ -15,9 +15,36 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_mmssl.common import distributed
 from recbole_mmssl.config import Config, keys, rules
-from recbole_mmssl.trainer.checkpoint import decode_other, load_checkpoint
+from recbole_mmssl.errors import InputError
+from recbole_mmssl.trainer.checkpoint import config_values, decode_other, load_checkpoint
 from recbole_mmssl.trainer.resume import load_resumable
 from recbole_mmssl.utils import check_inputs, create_dataset, data_preparation, get_trainer
+
+
+# Keys a resumed run takes from today's configuration: where and how long it runs, not what it computes
+RUN_CONTROL = frozenset({"epochs", "stopping_step", "checkpoint_dir", "data_path", "show_progress", "state",
+                         "gpu_id", "use_gpu", "device", "worker", "nproc", "world_size", "local_rank", "ip",
+                         "port", "offset", "eval_batch_size", "log_wandb", "wandb_project"})
+
+
+def resumed_config(config, checkpoint, resume_file):
+    """The configuration a run resumed from ``checkpoint`` continues with: the values it was
+    trained with, whatever the presets and defaults say today, and today's :data:`RUN_CONTROL`
+    keys. A value set explicitly today (flag, config file, ``config_dict``) that differs from the
+    stored one is refused: the run would silently change what it computes half-way."""
+    stored, today = checkpoint["config"], config_values(config)
+    changed = sorted(key for key in config.external_config_dict
+                     if key in stored and key not in RUN_CONTROL and today.get(key) not in (stored[key], rules.AUTO))
+    if changed:
+        listing = ", ".join(f"{key} = {stored[key]!r} (now {today.get(key)!r}, {config.origins.get(key, 'set')})"
+                            for key in changed)
+        raise InputError(f"Checkpoint {resume_file} was trained with {listing}. Resume it with its own values "
+                         f"(leave those keys out), or start a new run in another folder.")
+    kept = {key: today[key] for key in RUN_CONTROL | (set(today) - set(stored)) if key in today}
+    resumed = Config.from_values({**stored, **kept})
+    resumed.origins.update({key: config.origins[key] for key in kept if key in config.origins})
+    resumed.origins.update({key: f"the checkpoint {resume_file}" for key in stored if key not in kept})
+    return resumed
 
 
 def start_logging(config):
@@ -74,7 +101,14 @@ def attach_run_folder(trainer, folder):
 
 def train_in_folder(config, folder, dataset=None, callback_fn=None, verbose=True):
     """Train ``config`` in its own ``folder`` (:func:`attach_run_folder`: an unfinished run found there
-    goes on); returns the trainer, at its last epoch, and the (train, valid, test) dataloaders."""
+    goes on, with the values it was trained with, :func:`resumed_config`); returns the trainer, at
+    its last epoch, and the (train, valid, test) dataloaders."""
+    for name in ("model-last.pth", "model.pth"):
+        found = os.path.join(folder, name)
+        if os.path.isfile(found):
+            config = resumed_config(config, load_resumable(found, config), found)
+            dataset = None
+            break
     _, (train, valid, test) = prepare_data(config, dataset)
     trainer = attach_run_folder(build_trainer(config, train), folder)
     trainer.fit(train, valid, saved=True, show_progress=False, verbose=verbose, callback_fn=callback_fn)
@@ -94,6 +128,8 @@ def run_recbole_mmssl(model=None, dataset=None, config_file_list=None, config_di
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     check_inputs(config)
     resumed = load_resumable(resume_checkpoint, config) if resume_checkpoint else None  # before anything is written
+    if resumed:
+        config = resumed_config(config, resumed, resume_checkpoint)
     init_seed(config["seed"], config["reproducibility"])
     start_logging(config)
     logger = getLogger()

@@ -48,3 +48,32 @@ def test_resumed_optimizer_holds_the_saved_values(toy_multimodal, in_tmp):
     for index, state in saved.items():
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(restored[index][name]), torch.as_tensor(value)), (index, name)
+
+
+def test_a_resumed_run_keeps_the_values_it_was_trained_with(toy_multimodal, in_tmp):
+    """Today's defaults and presets never reach a resumed run; today's run-control keys (epochs) do;
+    a value set explicitly today that differs from the stored one is refused, naming it."""
+    from recbole_mmssl.config import Config
+    from recbole_mmssl.errors import InputError
+    from recbole_mmssl.quick_start import run_recbole_mmssl, train_in_folder
+    from recbole_mmssl.trainer.checkpoint import load_checkpoint, save_checkpoint
+
+    config, _, _ = toy_multimodal
+    folder = in_tmp / "run"
+    first = {**config, **SMALL, "epochs": 2, "checkpoint_dir": str(folder)}
+    trainer, _ = train_in_folder(Config(model="LightGCN", config_dict=first), str(folder))
+    checkpoint = load_checkpoint(folder / "model.pth")
+    assert checkpoint["config"]["learning_rate"] != 0.0123
+    checkpoint["config"]["learning_rate"] = 0.0123  # as if today's default had changed since the run started
+    save_checkpoint({k: v for k, v in checkpoint.items() if k not in ("format", "version")}, folder / "model.pth")
+
+    resumed, _ = train_in_folder(Config(model="LightGCN", config_dict={**first, "epochs": 3}), str(folder))
+    assert resumed.config["learning_rate"] == 0.0123 and resumed.config["epochs"] == 3
+    assert "checkpoint" in resumed.config.origins["learning_rate"]
+    assert [row["epoch"] for row in resumed.epoch_records] == [0, 1, 2]
+
+    with pytest.raises(InputError, match=r"model\.pth was trained with embedding_size = 16 \(now 8"):
+        train_in_folder(Config(model="LightGCN", config_dict={**first, "embedding_size": 8}), str(folder))
+    with pytest.raises(InputError, match="learning_rate = 0.0123"):
+        run_recbole_mmssl(model="LightGCN", config_dict={**first, "learning_rate": 0.5},
+                          resume_checkpoint=str(folder / "model.pth"))
