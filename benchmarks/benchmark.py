@@ -378,6 +378,10 @@ def main():
                                                    "DATA_PATH"), help=argparse.SUPPRESS)
     add_debug_flag(parser)
     args = parser.parse_args()
+    unusable = [d for d in args.devices if d not in ("cpu", "cuda") or (d == "cuda" and not torch.cuda.is_available())]
+    if unusable:
+        parser.error(f"--devices {' '.join(unusable)}: this machine measures on cpu"
+                     + (" and cuda" if torch.cuda.is_available() else " only (no CUDA device is available)"))
     with reported_input_errors(args.debug):
         run(args)
 

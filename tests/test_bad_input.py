@@ -86,11 +86,19 @@ def run_script(monkeypatch, *argv):
     ("--test_masked_items=valid", ["test_masked_items", "train_valid"]),
     ("--variant=best", ["variant", "'best'", "improved"]),
     ("--model=NoSuchModel", ["NoSuchModel"]),
+    ("--metrics=['Recall','Bogus']", ["Bogus", "metric"]),
+    ("--topk=[0]", ["topk", "0"]),
+    ("--eval_args={'mode':'bogus'}", ["bogus", "eval_args"]),
+    ("--train_neg_sample_args={'distribution':'zipf'}", ["zipf", "train_neg_sample_args"]),
+    ("--valid_metric=foo@20", ["valid_metric", "'foo@20'", "recall@50"]),
+    ("--valid_metric=recall@5", ["valid_metric", "'recall@5'", "[10, 20, 50]"]),
+    ("--clip_grad_norm={'foo':1}", ["clip_grad_norm", "max_norm"]),
+    ("--attention=paper --n_heads=3", ["embedding_size", "n_heads", "divisible"]),
     ("--dataset=nosuchdataset", ["nosuchdataset", "not found"]),
 ])
 def test_run_script_refuses_config_values(monkeypatch, capsys, tmp_path, flag, named):
     monkeypatch.chdir(tmp_path)
-    argv = [flag] + ([] if flag.startswith("--dataset") else ["--dataset=tiktok"])
+    argv = flag.split(" ") + ([] if flag.startswith("--dataset") else ["--dataset=tiktok"])
     refused(capsys, tmp_path, run_script(monkeypatch, *argv), *named)
 
 
@@ -121,6 +129,8 @@ def test_compare_refuses(monkeypatch, capsys, tmp_path, inputs):
         (["--run", "=MMSSL", "--dataset", "tiktok"], ["LABEL=MODEL"]),
         (["--models", "LightGCN", "--dataset", "tiktok", "--datasets", "tiktok", "ml-100k"], ["--datasets"]),
         (["--models", "LightGCN", "--datasets", "tiktok", "nosuchdataset"], ["nosuchdataset", "not found"]),
+        (["--models", "LightGCN", "--dataset", "tiktok", "--n_seeds", "0"], ["--n_seeds", "1 or more"]),
+        (["--models", "FREEDOM", "--dataset", "tiktok", "--mm_weights=[1.0]"], ["mm_weights", "one weight per modality"]),
     ]
     for argv, named in cases:
         refused(capsys, tmp_path, lambda: compare_main(argv), *named)
@@ -186,8 +196,9 @@ def test_checkpoint_upgrade_refuses(monkeypatch, capsys, tmp_path, inputs):
         refused(capsys, tmp_path, lambda: checkpoint_main(argv), *named)
 
 
-def test_the_benchmark_refuses_an_unknown_scale(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "benchmark.py"), "--scales", "nosuch"],
+@pytest.mark.parametrize("flags", [["--scales", "nosuch"], ["--devices", "nosuch"]])
+def test_the_benchmark_refuses_an_unknown_scale_or_device(tmp_path, flags):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "benchmark.py"), *flags],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert len([line for line in out.stderr.splitlines() if "error:" in line]) == 1 and "nosuch" in out.stderr

@@ -75,6 +75,12 @@ class Config(RecBoleConfig):
                 config_dict[key] = _literal(value)
         return config_dict
 
+    def _set_train_neg_sample_args(self):
+        _as_input_error(super()._set_train_neg_sample_args)
+
+    def _set_eval_neg_sample_args(self, phase):
+        _as_input_error(super()._set_eval_neg_sample_args, phase)
+
     def _load_cmd_line(self):
         return super()._load_cmd_line() if self._command_line else {}
 
@@ -171,7 +177,7 @@ class Config(RecBoleConfig):
 
     def _set_default_parameters(self):
         parent = self.final_config_dict["data_path"]
-        super()._set_default_parameters()
+        _as_input_error(super()._set_default_parameters)
         if self.dataset == "ml-100k":  # RecBole points it at its raw example copy; ours is prepared from that copy
             self.final_config_dict["data_path"] = os.path.join(parent, self.dataset)
         self.final_config_dict["data_path"] = self._resolve_data_path()
@@ -188,6 +194,16 @@ class Config(RecBoleConfig):
             if bundled.exists():
                 data_path = bundled
         return str(data_path.resolve())
+
+
+def _as_input_error(check, *args):
+    """Run one of RecBole's steps that derive and check config values (metrics, topk, eval_args,
+    negative sampling): what they refuse is a config value, so it becomes an :class:`InputError`."""
+    try:
+        check(*args)
+    except (ValueError, TypeError, NotImplementedError, RuntimeError) as error:
+        raise InputError(f"Config: {error} (RecBole's check of metrics, topk, valid_metric, eval_args and "
+                         f"train_neg_sample_args).") from None
 
 
 def _literal(text):

@@ -146,10 +146,56 @@ def origin(config, key):
     return config.origins.get(key, "RecBole's defaults")
 
 
+CLIP_GRAD_NORM_ARGS = ("max_norm", "norm_type", "error_if_nonfinite", "foreach")  # torch's clip_grad_norm_
+
+
+def _valid_metric(values):
+    metric, metrics, topk = values.get("valid_metric"), values.get("metrics"), values.get("topk")
+    if not isinstance(metric, str) or metrics is None or topk is None:
+        return None
+    names = [m.lower() for m in ([metrics] if isinstance(metrics, str) else metrics)]
+    ks = [topk] if isinstance(topk, int) else list(topk)
+    name, _, k = metric.lower().partition("@")
+    if name in names and (not k or (k.isdigit() and int(k) in ks)):
+        return None
+    return (f"'valid_metric' is {metric!r}; it must be one of the evaluated metrics {names} at one of the "
+            f"cut-offs 'topk' {ks}, for example {names[0]}@{ks[-1]}")
+
+
+def _clip_grad_norm(values):
+    clip = values.get("clip_grad_norm")
+    unknown = sorted(set(clip) - set(CLIP_GRAD_NORM_ARGS)) if isinstance(clip, dict) else []
+    if unknown or (isinstance(clip, dict) and "max_norm" not in clip):
+        return f"'clip_grad_norm' is {clip!r}; it takes max_norm (required) and {', '.join(CLIP_GRAD_NORM_ARGS[1:])}"
+    return None
+
+
+def _attention_heads(values):
+    size, heads = values.get("embedding_size"), values.get("n_heads")
+    if values.get("attention") == "paper" and isinstance(size, int) and isinstance(heads, int) and size % heads:
+        return f"'embedding_size' {size} must be divisible by 'n_heads' {heads} for attention: paper"
+    return None
+
+
+def _modality_weights(values):
+    weights, modalities = values.get("mm_weights"), values.get("modalities")
+    if weights is None or not modalities or values.get("model") != "FREEDOM":
+        return None
+    if len(weights) != len(modalities) or abs(sum(weights) - 1) > 1e-6:
+        return f"'mm_weights' is {weights}; give one weight per modality {list(modalities)}, summing to 1"
+    return None
+
+
+RELATIONS = (_valid_metric, _clip_grad_norm, _attention_heads, _modality_weights)  # rules across keys
+
+
 def check(config):
-    """Raise one :class:`InputError` naming every key of ``config`` whose value is not allowed."""
+    """Raise one :class:`InputError` naming every key of ``config`` whose value is not allowed, alone
+    or together with the keys it depends on."""
     values = config.final_config_dict
     wrong = [f"{key!r} is {values[key]!r} (from {origin(config, key)}); allowed: {allowed.words}"
              for key, allowed in KEYS.items() if key in values and not allowed(values[key])]
+    if not wrong:
+        wrong = [message for message in (relation(values) for relation in RELATIONS) if message]
     if wrong:
         raise InputError("Config key " + "; config key ".join(wrong) + ".")

@@ -364,6 +364,8 @@ def _run(parser, args, overrides):
             parser.error("name the runs: --models A B, or --run LABEL=MODEL[:config.yaml]")
         if len({s.label for s in specs}) != len(specs):
             parser.error(f"run labels must differ: {[s.label for s in specs]}")
+        if not args.seeds and args.n_seeds < 1:
+            parser.error(f"--n_seeds must be 1 or more, got {args.n_seeds}")
         first_seed = int(overrides.pop("seed", 2022))
         seeds = args.seeds or list(range(first_seed, first_seed + args.n_seeds))
         output = Path(args.output or f"comparisons/{'-'.join(datasets)}-{'-'.join(s.label for s in specs)}")
