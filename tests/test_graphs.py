@@ -102,7 +102,7 @@ def test_lightgcn_is_the_mean_of_dense_powers():
     np.testing.assert_allclose(torch.cat([out_users, out_items]).numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_bpr_and_norm_losses_on_the_spec_examples():
+def test_bpr_and_norm_losses_on_hand_worked_examples():
     assert bpr_loss(torch.tensor([2.0]), torch.tensor([0.0])).item() == pytest.approx(math.log(1 + math.exp(-2)))
     users = torch.tensor([[3.0, 0.0], [0.0, 4.0]])
     pos, neg = torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 2.0]])

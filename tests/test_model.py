@@ -19,7 +19,7 @@ from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate
 from recbole_mmssl.model.mmssl import resolve_variant
 
 
-def test_reference_attention_is_the_spec_reduction():
+def test_reference_attention_reduces_to_one_linear_map_per_view():
     """Oracle 1: output = mean_m concat(H copies of Y^m) @ W_c, computed in float64 NumPy."""
     torch.manual_seed(0)
     attention = CrossModalAttention(8, 4, "reference").double()

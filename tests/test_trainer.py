@@ -62,7 +62,7 @@ def test_user_batches(toy_multimodal, in_tmp):
     torch.testing.assert_close(block, dense[users, 1:])
 
 
-def test_forward_equals_the_spec_equations_in_dense_numpy(toy_multimodal, in_tmp):
+def test_forward_equals_the_released_equations_in_dense_numpy(toy_multimodal, in_tmp):
     """The forward pass (paper Eqs. 2, 8-10, 12, as the released code computes them) written out with dense float64 matrices, against MMSSL.forward in eval mode,
     with non-empty modality graphs (after one rebuild) so that every branch contributes."""
     config, _, _ = toy_multimodal

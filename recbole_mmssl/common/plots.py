@@ -8,6 +8,8 @@ from logging import getLogger
 
 import pandas as pd
 
+from recbole_mmssl.common.files import atomic_path
+
 
 def _pyplot():
     try:
@@ -46,7 +48,8 @@ def learning_curves(csv_file, png_file, title):
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(png_file, dpi=110)
+    with atomic_path(png_file) as partial:
+        fig.savefig(partial, dpi=110, format="png")
     plt.close(fig)
     return png_file
 
@@ -71,6 +74,7 @@ def bar_chart(table, group, bars, value, png_file, title, error=None):
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png_file, dpi=110)
+    with atomic_path(png_file) as partial:
+        fig.savefig(partial, dpi=110, format="png")
     plt.close(fig)
     return png_file
