@@ -86,16 +86,14 @@ def build_trainer(config, train_data):
     return get_trainer(config["MODEL_TYPE"], config["model"])(config, build_model(config, train_data))
 
 
-def attach_run_folder(trainer, folder):
-    """Give a run its own folder: ``model.pth`` (best), ``model-last.pth`` and ``epochs.csv``; a run
-    found there unfinished is resumed from its last epoch (or, without one, from its best)."""
+def attach_run_folder(trainer, folder, resume=None):
+    """Give a run its own folder: ``model.pth`` (best), ``model-last.pth`` and ``epochs.csv``;
+    ``resume``: (path, content) of the checkpoint found there that the run goes on from."""
     os.makedirs(folder, exist_ok=True)
     trainer.saved_model_file = os.path.join(folder, "model.pth")
     trainer.curve_file = os.path.join(folder, "epochs.csv")
-    for checkpoint in (trainer.last_checkpoint_file, trainer.saved_model_file):
-        if os.path.isfile(checkpoint):
-            trainer.resume_checkpoint(checkpoint)
-            break
+    if resume:
+        trainer.resume_checkpoint(*resume)
     return trainer
 
 
@@ -103,14 +101,15 @@ def train_in_folder(config, folder, dataset=None, callback_fn=None, verbose=True
     """Train ``config`` in its own ``folder`` (:func:`attach_run_folder`: an unfinished run found there
     goes on, with the values it was trained with, :func:`resumed_config`); returns the trainer, at
     its last epoch, and the (train, valid, test) dataloaders."""
-    for name in ("model-last.pth", "model.pth"):
-        found = os.path.join(folder, name)
-        if os.path.isfile(found):
-            config = resumed_config(config, load_resumable(found, config), found)
-            dataset = None
+    resume = None
+    for name in ("model-last.pth", "model.pth"):  # an unfinished run: from its last epoch, else its best
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            resume = (path, load_resumable(path, config))
+            config, dataset = resumed_config(config, resume[1], path), None
             break
     _, (train, valid, test) = prepare_data(config, dataset)
-    trainer = attach_run_folder(build_trainer(config, train), folder)
+    trainer = attach_run_folder(build_trainer(config, train), folder, resume)
     trainer.fit(train, valid, saved=True, show_progress=False, verbose=verbose, callback_fn=callback_fn)
     return trainer, (train, valid, test)
 
