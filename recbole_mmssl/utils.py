@@ -104,8 +104,10 @@ def refuse_pickled_caches(config):
 
 
 def check_inputs(config):
-    """What a run reads, checked before anything is built or written: no pickled caches asked
-    for, and the dataset folder with its interaction and feature files."""
+    """What a training run reads, checked before anything is built or written: a configuration that
+    can train, no pickled caches asked for, and the dataset folder with its interaction and feature
+    files."""
+    config.check_training()
     refuse_pickled_caches(config)
     if config["MODEL_TYPE"] == ModelType.GENERAL:
         check_dataset_files(config, multimodal=getattr(config.model_class, "multimodal", False))

@@ -63,6 +63,10 @@ class Config(RecBoleConfig):
         config.final_config_dict.update(values)
         return config
 
+    def check_training(self):
+        """Raise :class:`InputError` where this configuration cannot train (:func:`keys.check_training`)."""
+        keys.check_training(self)
+
     def _convert_config_dict(self, config_dict):
         """Strings of the command line and of ``config_dict`` read as Python literals (numbers, lists,
         dicts, True/False/None), never evaluated: RecBole's ``eval`` would run the code in a value, and

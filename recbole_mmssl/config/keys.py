@@ -186,7 +186,7 @@ def _modality_weights(values):
     return None
 
 
-RELATIONS = (_valid_metric, _clip_grad_norm, _attention_heads, _modality_weights)  # rules across keys
+RELATIONS = (_clip_grad_norm, _attention_heads, _modality_weights)  # rules across keys
 
 
 def check(config):
@@ -199,3 +199,11 @@ def check(config):
         wrong = [message for message in (relation(values) for relation in RELATIONS) if message]
     if wrong:
         raise InputError("Config key " + "; config key ".join(wrong) + ".")
+
+
+def check_training(config):
+    """The rules for a configuration that trains: it validates on ``valid_metric``, so that metric
+    must be evaluated (a configuration that only evaluates, e.g. at other cut-offs, need not)."""
+    message = _valid_metric(config.final_config_dict)
+    if message:
+        raise InputError(f"Config key {message}.")
