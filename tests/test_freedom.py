@@ -10,8 +10,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from conftest import built, dense_knn
-from recbole_mmssl.model.freedom import degree_sensitive_sample, modality_weights
-from recbole_mmssl.model.graphs import frozen_item_graph
+from recbole_mmssl.model.freedom import degree_sensitive_sample, frozen_item_graph, modality_weights
 from recbole_mmssl.model.graphs import node_adjacency
 
 PAD = torch.zeros(1, 2)

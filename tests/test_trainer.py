@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, base_config, built, content_dataset, dense_knn, toy_splits, write_dataset
+from conftest import REPO, base_config, built, content_dataset, toy_splits, write_dataset
 from recbole_mmssl import run_recbole_mmssl
 from recbole_mmssl.trainer.checkpoint import load_checkpoint
 from recbole_mmssl.config import Config
@@ -119,21 +119,6 @@ def test_forward_equals_the_released_equations_in_dense_numpy(toy_multimodal, in
     for m in ("image", "text"):
         np.testing.assert_allclose(out.view_user[m].detach().numpy(), y_u[m], rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(out.feat_item[m].detach().numpy(), f_i[m], rtol=1e-4, atol=1e-4)
-
-
-def test_item_graph_adds_each_items_content_neighbours_mean_id_embedding(toy_multimodal, in_tmp):
-    """item_graph_k = k: the final items gain the mean, over modalities, of the ID embeddings of each item's k
-    nearest items by raw-feature cosine (itself included), built here by a dense NumPy top-k; users are unchanged."""
-    config, _, _ = toy_multimodal
-    *_, plain, _ = mmssl(config)
-    *_, model, _ = mmssl(config, item_graph_k=3)
-    plain.eval(), model.eval()
-    out, base = model.forward(), plain.forward()
-    graph = 0.5 * dense_knn(model.feat_image, 3, False) + 0.5 * dense_knn(model.feat_text, 3, False)
-    assert np.allclose(graph[1:].sum(1), 1.0) and (graph > 0).sum(1).max() <= 6  # a mean over at most 2k items
-    e_i = model.item_embedding.weight.detach().double().numpy()
-    assert torch.equal(out.user, base.user)
-    np.testing.assert_allclose((out.item - base.item).detach().numpy(), graph @ e_i, rtol=1e-4, atol=1e-6)
 
 
 def test_discriminator_step_changes_only_the_discriminator(toy_multimodal, in_tmp):

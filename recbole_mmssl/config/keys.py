@@ -121,7 +121,7 @@ KEYS = {
     "n_heads": COUNT, "feat_dropout": DROPOUT, "id_weight": WEIGHT, "mm_weight": WEIGHT,
     "last_layer_norm": one_of(*LAST_LAYER_NORMS), "softmax_share": RATE | one_of(AUTO), "adjacency_norm": one_of(*ADJACENCY_NORMS),
     "propagation_gain": NONE | POSITIVE, "propagation": one_of("alternating", "simultaneous"),
-    "readout": one_of("mean", "last"), "item_graph_k": LAYERS,
+    "readout": one_of("mean", "last"),
     "emb_reg_weight": WEIGHT, "feat_reg_weight": WEIGHT, "cl_temperature": POSITIVE, "g_weight": WEIGHT,
     "gumbel_tau": POSITIVE, "gumbel_noise_scale": WEIGHT, "gumbel_form": one_of("orig", "head"),
     "aux_weight": WEIGHT, "gp_weight": WEIGHT, "d_dropout": list_of(DROPOUT, 2), "d_output_scale": POSITIVE,

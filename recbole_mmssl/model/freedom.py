@@ -21,7 +21,14 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mmssl.errors import InputError
-from recbole_mmssl.model.graphs import bpr_loss, frozen_item_graph, lightgcn, node_adjacency, training_edges
+from recbole_mmssl.model.graphs import (
+    bpr_loss,
+    knn_neighbours,
+    lightgcn,
+    node_adjacency,
+    row_sum_normalise,
+    training_edges,
+)
 from recbole_mmssl.model.abstract_recommender import MultiModalRecommender
 
 IMAGE_TEXT_WEIGHTS = {"image": 0.1, "text": 0.9}  # the code's mm_image_weight for (image, text)
@@ -39,6 +46,20 @@ def modality_weights(modalities, weights=None):
         return dict(IMAGE_TEXT_WEIGHTS)
     getLogger().info(f"FREEDOM: no published mm_weights for modalities {modalities}; using 1/M each.")
     return {m: 1 / len(modalities) for m in modalities}
+
+
+def frozen_item_graph(tables, weights, k, n_items):
+    """S = sum_m alpha_m N(B^m): B^m the binary kNN graph of modality m's features (self
+    included, padding excluded), N the row-sum normalisation with the code's 1e-7; shared edges
+    add up. A sparse [n_items, n_items] tensor."""
+    rows, cols, values = [], [], []
+    for m, table in tables.items():
+        r, c, _ = knn_neighbours(table, k)
+        rows.append(r)
+        cols.append(c)
+        values.append(weights[m] * row_sum_normalise(r, c, torch.ones(len(r), device=table.device), n_items, 1e-7))
+    indices = torch.stack([torch.cat(rows), torch.cat(cols)])
+    return torch.sparse_coo_tensor(indices, torch.cat(values), (n_items, n_items)).coalesce()
 
 
 def degree_sensitive_sample(users, items, keep_ratio, generator=None):

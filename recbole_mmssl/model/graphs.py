@@ -201,21 +201,6 @@ def knn_neighbours(features, k, block_size=KNN_BLOCK_SIZE):
     return rows, cols.reshape(-1) + 1, sims.reshape(-1)
 
 
-def frozen_item_graph(tables, weights, k, n_items):
-    """S = sum_m alpha_m N(B^m): B^m the binary kNN graph of modality m's features (self
-    included, padding excluded), N the row-sum normalisation with the 1e-7 of FREEDOM's code;
-    shared edges add up. A sparse [n_items, n_items] tensor (FREEDOM's item graph, also MMSSL's
-    ``item_graph_k``)."""
-    rows, cols, values = [], [], []
-    for m, table in tables.items():
-        r, c, _ = knn_neighbours(table, k)
-        rows.append(r)
-        cols.append(c)
-        values.append(weights[m] * row_sum_normalise(r, c, torch.ones(len(r), device=table.device), n_items, 1e-7))
-    indices = torch.stack([torch.cat(rows), torch.cat(cols)])
-    return torch.sparse_coo_tensor(indices, torch.cat(values), (n_items, n_items)).coalesce()
-
-
 def cosine_values(features, rows, cols):
     """cos(features[rows], features[cols]) per edge, with autograd: the kept similarities only.
     Memory grows with edges x feature width: use it on projected (narrow) features."""

@@ -15,8 +15,8 @@ from torch import nn
 from recbole_mmssl.common import distributed
 from recbole_mmssl.data.dataloader import UserBatchDataLoader
 from recbole_mmssl.errors import InputError
-from recbole_mmssl.model.graphs import (ADJACENCY_NORMS, OperatorCache, frozen_item_graph, one_sided_graphs, rownorm,
-                                       training_edges, with_mean_row_sum)
+from recbole_mmssl.model.graphs import (ADJACENCY_NORMS, OperatorCache, one_sided_graphs, rownorm, training_edges,
+                                       with_mean_row_sum)
 from recbole_mmssl.model.mmssl.discriminator import Discriminator, discriminator_loss, generator_loss
 from recbole_mmssl.model.mmssl.layers import CrossModalAttention, propagate
 from recbole_mmssl.model.mmssl.modality_graph import ModalityGraph
@@ -123,10 +123,6 @@ class MMSSL(MultiModalRecommender):
             self.modalities, self.n_users, self.n_items, (self.train_p, self.train_q), k,
             config["graph_period"], switches["graph_pairing"], self.graph_update)
         self.other_parameter_name = ["modality_graph"]
-        # a frozen item-item kNN graph of the raw features, 1/M per modality (docs/design.md, 'Presets and switches')
-        self.item_graph = frozen_item_graph(
-            {m: self.features(m) for m in self.modalities}, {m: 1 / len(self.modalities) for m in self.modalities},
-            config["item_graph_k"], self.n_items) if config["item_graph_k"] else None
         self._warn_degenerate_graph(k, config["graph_period"])
         self._warn_slow_precision(config["mixed_precision"])
 
@@ -181,12 +177,10 @@ class MMSSL(MultiModalRecommender):
         return rows, cols
 
     def forward(self):
-        """All users' and items' representations (paper Eqs. 2, 8-10, 12), in the module's train/eval mode;
-        with ``item_graph_k``, the items also get S E_I, their ID embeddings averaged over their content neighbours."""
+        """All users' and items' representations (paper Eqs. 2, 8-10, 12), in the module's train/eval mode."""
         graphs = self.operators
         graphs.refresh([self.train_p, self.train_q, self.gnn_p, self.gnn_q,
-                        *(g for pair in self.modality_graph.graphs.values() for g in pair),
-                        *([self.item_graph] if self.item_graph is not None else [])])
+                        *(g for pair in self.modality_graph.graphs.values() for g in pair)])
         feat_user, feat_item, view_user, view_item = {}, {}, {}, {}
         for m in self.modalities:
             features = F.dropout(self.encoders[m](self.features(m)), self.feat_dropout, self.training)
@@ -203,8 +197,6 @@ class MMSSL(MultiModalRecommender):
                                  self.last_layer_norm, self.alternating, self.readout, self.softmax_share)
         users = users + self.mm_weight * sum(rownorm(feat_user[m]) for m in self.modalities)
         items = items + self.mm_weight * sum(rownorm(feat_item[m]) for m in self.modalities)
-        if self.item_graph is not None:
-            items = items + graphs[self.item_graph] @ self.item_embedding.weight
         return MMSSLOutput(users, items, feat_user, feat_item, view_user)
 
     def modality_rows(self, out, users, entries):
