@@ -118,7 +118,7 @@ KEYS = {
     "variant": one_of("reference", "paper", "improved"),
     "attention": NONE | one_of("reference", "paper"), "d_negative_slope": NONE | number(0),
     "graph_update": NONE | one_of("batch", "full"), "graph_pairing": NONE | one_of("reference", "aligned"),
-    "n_heads": COUNT, "feat_dropout": DROPOUT, "id_weight": WEIGHT, "mm_weight": WEIGHT,
+    "n_heads": COUNT, "feat_dropout": DROPOUT, "id_weight": WEIGHT, "mm_weight": WEIGHT, "own_content_weight": WEIGHT,
     "last_layer_norm": one_of(*LAST_LAYER_NORMS), "softmax_share": RATE | one_of(AUTO), "adjacency_norm": one_of(*ADJACENCY_NORMS),
     "propagation_gain": NONE | POSITIVE, "propagation": one_of("alternating", "simultaneous"),
     "readout": one_of("mean", "last"),

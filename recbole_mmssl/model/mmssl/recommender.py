@@ -72,6 +72,7 @@ class MMSSL(MultiModalRecommender):
         self.feat_dropout = config["feat_dropout"]
         self.id_weight = config["id_weight"]
         self.mm_weight = config["mm_weight"]
+        self.own_content_weight = config["own_content_weight"]
         self.emb_reg_weight = config["emb_reg_weight"]
         self.feat_reg_weight = config["feat_reg_weight"]
         self.cl_weight = config["cl_weight"]
@@ -177,13 +178,16 @@ class MMSSL(MultiModalRecommender):
         return rows, cols
 
     def forward(self):
-        """All users' and items' representations (paper Eqs. 2, 8-10, 12), in the module's train/eval mode."""
+        """All users' and items' representations (paper Eqs. 2, 8-10, 12), in the module's train/eval mode.
+
+        An item's modality representation is its users' mean content (Q P f): its own features f weigh
+        about 1/(d_u d_i) in it. ``own_content_weight`` adds rownorm(f) itself to the final items."""
         graphs = self.operators
         graphs.refresh([self.train_p, self.train_q, self.gnn_p, self.gnn_q,
                         *(g for pair in self.modality_graph.graphs.values() for g in pair)])
-        feat_user, feat_item, view_user, view_item = {}, {}, {}, {}
+        own, feat_user, feat_item, view_user, view_item = {}, {}, {}, {}, {}
         for m in self.modalities:
-            features = F.dropout(self.encoders[m](self.features(m)), self.feat_dropout, self.training)
+            own[m] = features = F.dropout(self.encoders[m](self.features(m)), self.feat_dropout, self.training)
             feat_user[m] = graphs[self.train_p] @ features
             feat_item[m] = graphs[self.train_q] @ feat_user[m]
             graph_p, graph_q = self.modality_graph.graphs[m]
@@ -197,6 +201,8 @@ class MMSSL(MultiModalRecommender):
                                  self.last_layer_norm, self.alternating, self.readout, self.softmax_share)
         users = users + self.mm_weight * sum(rownorm(feat_user[m]) for m in self.modalities)
         items = items + self.mm_weight * sum(rownorm(feat_item[m]) for m in self.modalities)
+        if self.own_content_weight:
+            items = items + self.own_content_weight * sum(rownorm(own[m]) for m in self.modalities)
         return MMSSLOutput(users, items, feat_user, feat_item, view_user)
 
     def modality_rows(self, out, users, entries):
