@@ -381,7 +381,7 @@ def test_reference_is_unchanged_by_the_new_switches(toy_multimodal, in_tmp):
     config, _, _ = toy_multimodal
     defaults = {"last_layer_norm": "softmax", "softmax_share": 1.0, "adjacency_norm": "one_sided", "propagation": "alternating",
                 "propagation_gain": None, "feature_norm": "none", "feature_shuffle_seed": None,
-                "feat_reg_weight": 1e-5}
+                "feat_reg_weight": 1e-5, "own_content_weight": 0.0}
     runs = []
     for extra in ({}, defaults):
         _, (train, _, _), model, trainer = mmssl(config, graph_topk_rate=0.05, **extra)
@@ -410,13 +410,15 @@ def test_zero_feature_regulariser_is_not_computed(toy_multimodal, in_tmp):
     assert losses[0].grad_fn is not None
 
 
-def test_lightgcn_style_switches_compute_the_dense_equations(toy_multimodal, in_tmp):
-    """No last-layer softmax, symmetric adjacency, simultaneous layers and standardised features,
-    against dense float64 NumPy (modality graphs empty: k = 0, so layer 0 is the ID embeddings)."""
+@pytest.mark.parametrize("own_weight", [0.0, 0.7])
+def test_lightgcn_style_switches_compute_the_dense_equations(toy_multimodal, in_tmp, own_weight):
+    """No last-layer softmax, symmetric adjacency, simultaneous layers, standardised features and an
+    item's own content in its final embedding, against dense float64 NumPy (modality graphs empty:
+    k = 0, so layer 0 is the ID embeddings)."""
     config, _, _ = toy_multimodal
     _, (train, _, _), model, trainer = mmssl(config, last_layer_norm="none", adjacency_norm="symmetric",
                                              propagation="simultaneous", feature_norm="standardize",
-                                             graph_topk_rate=0.0)
+                                             graph_topk_rate=0.0, own_content_weight=own_weight)
     model.train()
     model.start_epoch()
     for batch in itertools.islice(train, 2):
@@ -443,7 +445,7 @@ def test_lightgcn_style_switches_compute_the_dense_equations(toy_multimodal, in_
 
     p = r / np.sqrt(du[:, None] + 1e-8)
     q = r.T / np.sqrt(di[:, None] + 1e-8)
-    mm_u, mm_i = 0, 0
+    mm_u, mm_i, own = 0, 0, 0
     for m in ("image", "text"):
         raw = data.modality_features[m].double().numpy()
         x = np.zeros_like(raw)
@@ -451,9 +453,10 @@ def test_lightgcn_style_switches_compute_the_dense_equations(toy_multimodal, in_
         np.testing.assert_allclose(getattr(model, f"feat_{m}").numpy(), x, rtol=1e-4, atol=1e-5)
         x_bar = x @ model.encoders[m].weight.detach().double().numpy().T + model.encoders[m].bias.detach().double().numpy()
         f_u = p @ x_bar
-        mm_u, mm_i = mm_u + rownorm(f_u), mm_i + rownorm(q @ f_u)
+        mm_u, mm_i, own = mm_u + rownorm(f_u), mm_i + rownorm(q @ f_u), own + rownorm(x_bar)
     np.testing.assert_allclose(out.user.detach().numpy(), gnn[:n_users] + 0.55 * mm_u, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out.item.detach().numpy(), gnn[n_users:] + 0.55 * mm_i, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.item.detach().numpy(), gnn[n_users:] + 0.55 * mm_i + own_weight * own,
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_every_trainer_applies_the_learning_rate_decay_and_the_pre_epoch_hook(toy_multimodal, in_tmp):
